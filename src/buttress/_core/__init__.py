@@ -1,0 +1,1 @@
+"""Core: context, outcome, handle predicates, validation, clock, pipeline."""

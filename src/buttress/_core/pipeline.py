@@ -1,0 +1,228 @@
+"""`Pipeline`: an immutable, ordered stack of strategies (outermost first).
+
+The pipeline never imports a concrete strategy: anything with ``build_sync`` and
+``build_async`` (the `buttress.typing.Strategy` protocol) composes. The sync and async
+chains are built once, on first use of each colour, into nested closures; a call then
+costs one `ContextVar.set`/`reset` pair, one three-slot list, and the strategies' own
+steps.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import random as _random
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, ParamSpec, TypeVar, cast, overload
+
+from .._exceptions import ConfigurationError
+from .clock import Clock
+from .context import CURRENT, DEADLINE
+from .env import Env, Listener
+from .invoke import ainvoke as _ainvoke
+from .invoke import invoke as _invoke
+
+__all__ = ["Pipeline"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Pipeline:
+    """Execute callables through strategies, outermost first.
+
+    Args:
+        *strategies: Strategy instances (`Retry`, `Timeout`, `Fallback`, ...), outermost
+            first. A `Pipeline` given here contributes its strategies (flattened).
+        name: Pipeline name for events, metrics and the context's ``operation_key``
+            (default ``"default"``).
+        clock: Time source (default the system monotonic clock; `buttress.testing.ManualClock`
+            in tests).
+        random: A `random.Random` for jitter and injection rates; seed it for reproducible
+            runs. Default: a fresh unseeded `random.Random`.
+        listeners: Callables receiving every `Event` of this pipeline.
+
+    Use ``pipeline.call(fn, *args, **kwargs)``, ``await pipeline.acall(fn, ...)`` or
+    ``@pipeline`` as a decorator (sync or async chosen by inspection).
+
+    Raises:
+        ConfigurationError: A strategy does not implement the strategy protocol, or a
+            parameter has the wrong type.
+    """
+
+    __slots__ = ("_async_chain", "_env", "_sync_chain", "strategies")
+
+    def __init__(
+        self,
+        *strategies: Any,
+        name: str = "default",
+        clock: Clock | None = None,
+        random: _random.Random | None = None,
+        listeners: Iterable[Listener] = (),
+    ) -> None:
+        flat: list[Any] = []
+        for strategy in strategies:
+            if isinstance(strategy, Pipeline):
+                flat.extend(strategy.strategies)
+            elif callable(getattr(strategy, "build_sync", None)) and callable(
+                getattr(strategy, "build_async", None)
+            ):
+                flat.append(strategy)
+            else:
+                raise ConfigurationError.invalid(
+                    "Pipeline",
+                    "strategies",
+                    strategy,
+                    "strategy objects (Retry(...), Timeout(...), ...) with build_sync/build_async",
+                )
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError.invalid("Pipeline", "name", name, "a non-empty str")
+        if clock is not None and not (
+            callable(getattr(clock, "now", None)) and callable(getattr(clock, "sleep", None))
+        ):
+            raise ConfigurationError.invalid("Pipeline", "clock", clock, "a Clock (now, sleep)")
+        if random is not None and not isinstance(random, _random.Random):
+            raise ConfigurationError.invalid("Pipeline", "random", random, "a random.Random")
+        listeners = tuple(listeners)
+        for listener in listeners:
+            if not callable(listener):
+                raise ConfigurationError.invalid("Pipeline", "listeners", listener, "callables")
+        self.strategies: tuple[Any, ...] = tuple(flat)
+        self._env = Env(name, clock, random, listeners)
+        self._sync_chain: Callable[..., Any] | None = None
+        self._async_chain: Callable[..., Awaitable[Any]] | None = None
+
+    # -- introspection ---------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The pipeline's name."""
+        return self._env.name
+
+    @property
+    def clock(self) -> Clock:
+        """The pipeline's clock."""
+        return self._env.clock
+
+    @property
+    def env(self) -> Env:
+        """The environment handed to strategies (for strategy authors and integrations)."""
+        return self._env
+
+    def __repr__(self) -> str:
+        inner = ", ".join(repr(s) for s in self.strategies)
+        return f"Pipeline({inner}{', ' if inner else ''}name={self.name!r})"
+
+    # -- chains ------------------------------------------------------------------------------
+
+    def _sync(self) -> Callable[..., Any]:
+        chain = self._sync_chain
+        if chain is None:
+            chain = _invoke
+            for strategy in reversed(self.strategies):
+                chain = strategy.build_sync(chain, self._env)
+            self._sync_chain = chain
+        return chain
+
+    def _async(self) -> Callable[..., Awaitable[Any]]:
+        chain = self._async_chain
+        if chain is None:
+            chain = _ainvoke
+            for strategy in reversed(self.strategies):
+                chain = strategy.build_async(chain, self._env)
+            self._async_chain = chain
+        return chain
+
+    # -- entry points ---------------------------------------------------------------------
+
+    def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Call ``fn(*args, **kwargs)`` synchronously through the strategies.
+
+        Raises:
+            ConfigurationError: ``fn`` is a coroutine function (use `acall`), or a
+                strategy cannot run synchronously.
+        """
+        if inspect.iscoroutinefunction(fn):
+            raise ConfigurationError(
+                f"Pipeline {self.name!r}: call() got a coroutine function {fn!r}; "
+                "use `await pipeline.acall(...)`",
+                parameter="fn",
+                value=fn,
+                expected="a sync callable",
+            )
+        chain = self._sync_chain or self._sync()
+        token = CURRENT.set([self._env, parent := CURRENT.get(), None, parent and parent[DEADLINE]])
+        try:
+            return cast(R, chain(fn, args, kwargs))
+        finally:
+            CURRENT.reset(token)
+
+    async def acall(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Await ``fn(*args, **kwargs)`` through the strategies (asyncio, trio or the lab)."""
+        chain = self._async_chain or self._async()
+        token = CURRENT.set([self._env, parent := CURRENT.get(), None, parent and parent[DEADLINE]])
+        try:
+            return cast(R, await chain(fn, args, kwargs))
+        finally:
+            CURRENT.reset(token)
+
+    @overload
+    def __call__(self, fn: F) -> F: ...
+    @overload
+    def __call__(self, fn: staticmethod[P, R]) -> staticmethod[P, R]: ...
+    @overload
+    def __call__(self, fn: classmethod[Any, P, R]) -> classmethod[Any, P, R]: ...
+    def __call__(self, fn: Any) -> Any:
+        """Decorate a function, method, staticmethod or classmethod.
+
+        Coroutine functions get an async wrapper, everything else a sync one; the wrapper
+        keeps ``functools.wraps`` metadata and the signature for type checkers.
+
+        Raises:
+            ConfigurationError: ``fn`` is a generator or async generator function (a retry
+                cannot replay a half-consumed stream; decorate a function that returns a
+                list, or apply the pipeline to each item's producer instead), or not callable.
+        """
+        if isinstance(fn, staticmethod):
+            return staticmethod(self(fn.__func__))
+        if isinstance(fn, classmethod):
+            return classmethod(self(fn.__func__))
+        if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+            raise ConfigurationError(
+                f"Pipeline {self.name!r} cannot decorate the generator function "
+                f"{getattr(fn, '__qualname__', fn)!r}: a retry cannot replay a half-consumed "
+                "stream. Decorate a function that returns the collected items (e.g. a list), "
+                "or run the pipeline around each item's fetch.",
+                parameter="fn",
+                value=fn,
+                expected="a function or coroutine function",
+            )
+        if not callable(fn):
+            raise ConfigurationError.invalid("Pipeline", "fn", fn, "a callable to decorate")
+        env = self._env
+        cv = CURRENT
+        if inspect.iscoroutinefunction(fn):
+            pipeline = self
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                token = cv.set([env, parent := cv.get(), None, parent and parent[DEADLINE]])
+                try:
+                    return await (pipeline._async_chain or pipeline._async())(fn, args, kwargs)
+                finally:
+                    cv.reset(token)
+
+            return async_wrapper
+
+        pipeline = self
+
+        @functools.wraps(fn)
+        def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+            token = cv.set([env, parent := cv.get(), None, parent and parent[DEADLINE]])
+            try:
+                return (pipeline._sync_chain or pipeline._sync())(fn, args, kwargs)
+            finally:
+                cv.reset(token)
+
+        return sync_wrapper

@@ -1,0 +1,1 @@
+"""One module per pattern: the spec (validated configuration) and its sync/async flows."""

@@ -1,0 +1,434 @@
+"""`Retry`: retry handled outcomes with backoff, jitter, limits, a budget and server delays.
+
+Flow design: the happy path is one ``try`` around the next step plus, when a budget is
+configured, one ``next()`` on a counter. Everything else (materialising the context,
+reading the clock, computing the delay, asking the budget, emitting events) happens in
+`_Attempts`, a per-call object created only after the first handled failure and shared by
+the sync and async loops, which differ only in how they sleep.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from .. import backoff as _backoff
+from .._core.context import CURRENT, Context, materialize
+from .._core.env import Env
+from .._core.handle import Handle, HandleLike, compile_handle
+from .._core.invoke import ainvoke
+from .._core.validate import check_count, check_optional_duration
+from .._exceptions import ConfigurationError, RejectedError
+from .._state.budget import RatioBudget, RetryBudget
+from ..events import AttemptCompleted, RetryBudgetExhausted, RetryGaveUp, RetryScheduled
+from ..typing import AsyncStep, SyncStep
+
+__all__ = ["Retry"]
+
+_DEFAULT: Any = object()
+
+
+def _type_name(exc: BaseException | None) -> str | None:
+    if exc is None:
+        return None
+    cls = type(exc)
+    return (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )
+
+
+class Retry:
+    """Retry a call when its outcome is handled by ``on=``.
+
+    Args:
+        on: What to retry (required; no silent "retry everything"): an exception type, a
+            tuple, a predicate over `Outcome`, ``on_result(pred)``, ``on_exception(pred)``.
+            A predicate may return a delay (seconds or `timedelta`) to wait at least that
+            long, e.g. parsed from HTTP ``Retry-After``.
+        attempts: Total calls including the first, an int >= 1 (default 3).
+        backoff: Delay schedule from `buttress.backoff` (default
+            ``exponential(0.1, 2.0, cap=10.0, jitter="full")``), a number of seconds, or
+            ``f(attempt) -> seconds``.
+        max_elapsed: Seconds (float or `timedelta`) from the first attempt's start after
+            which no new attempt starts; a sleep that would end past it is never begun.
+            ``None`` (default) means no limit besides ``attempts`` and the deadline.
+        budget: A `RetryBudget` shared by any strategies you like; ``None`` disables it.
+            Default: a private ``RatioBudget(0.1, min_retries_per_second=10, window=10)``,
+            so an outage cannot multiply load by much more than 1.1x.
+        name: Strategy name for events and metrics (default ``"retry"``).
+
+    Server-directed delays: a handled `RejectedError` with ``retry_after`` (for example a
+    `CircuitOpenError` from an inner breaker) or a delay returned by the predicate is a
+    floor: the retry never waits less. If waiting that long would pass ``max_elapsed`` or
+    the context deadline, the retry stops instead.
+
+    Gives up by re-raising the **last original exception** with notes (attempts made, time
+    waited, why it stopped), or by returning the last result for result handles.
+    `BaseException` subclasses that are not `Exception` are never retried.
+
+    Events: `AttemptCompleted` (per attempt, only with listeners), `RetryScheduled`,
+    `RetryGaveUp`, `RetryBudgetExhausted`.
+
+    Raises:
+        ConfigurationError: Invalid ``on``, ``attempts`` < 1, negative or NaN
+            ``max_elapsed``, or an invalid ``backoff``/``budget``.
+    """
+
+    __slots__ = ("attempts", "backoff", "budget", "handle", "max_elapsed", "name")
+
+    def __init__(
+        self,
+        *,
+        on: HandleLike,
+        attempts: int = 3,
+        backoff: Any = _DEFAULT,
+        max_elapsed: float | timedelta | None = None,
+        budget: RetryBudget | None = _DEFAULT,
+        name: str = "retry",
+    ) -> None:
+        self.handle: Handle = compile_handle(on, "Retry")
+        self.attempts = check_count("Retry", "attempts", attempts)
+        self.backoff: _backoff.Backoff = (
+            _backoff.exponential() if backoff is _DEFAULT else _backoff.coerce("Retry", backoff)
+        )
+        self.max_elapsed = check_optional_duration("Retry", "max_elapsed", max_elapsed)
+        if budget is _DEFAULT:
+            budget = RatioBudget(name=f"{name}-budget")
+        if budget is not None and not isinstance(budget, RetryBudget):
+            raise ConfigurationError.invalid(
+                "Retry", "budget", budget, "a buttress.RetryBudget or None"
+            )
+        self.budget: RetryBudget | None = budget
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError.invalid("Retry", "name", name, "a non-empty str")
+        self.name = name
+
+    def __repr__(self) -> str:
+        return (
+            f"Retry(on={self.handle.source!r}, attempts={self.attempts}, "
+            f"backoff={self.backoff!r}, max_elapsed={self.max_elapsed!r}, name={self.name!r})"
+        )
+
+    # -- flows ---------------------------------------------------------------------------
+
+    def build_sync(self, next_step: SyncStep, env: Env) -> SyncStep:
+        handle = self.handle
+        decide_exc = handle.exception
+        decide_result = handle.result if handle.checks_results else None
+        budget = self.budget
+        first_success = budget.on_first_success if budget is not None else None
+        slow = self._slow_sync
+        timed = self.max_elapsed is not None
+        clock = env.clock
+
+        if self.attempts == 1 and budget is None:
+            return next_step
+
+        def retry_step(
+            fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+        ) -> Any:
+            start = clock.now() if timed or env.listeners else None
+            try:
+                result = next_step(fn, args, kwargs)
+            except Exception as exc:
+                decision = decide_exc(exc)
+                if decision is False:
+                    if start is not None and env.listeners:
+                        _emit_attempt(env, self.name, 1, start, "unhandled", exc)
+                    raise
+                return slow(env, next_step, fn, args, kwargs, start, exc, None, decision)
+            if decide_result is not None:
+                decision = decide_result(result)
+                if decision is not False:
+                    return slow(env, next_step, fn, args, kwargs, start, None, result, decision)
+            if start is not None and env.listeners:
+                _emit_attempt(env, self.name, 1, start, "success", None)
+            if first_success is not None:
+                first_success()
+            return result
+
+        return retry_step
+
+    def build_async(self, next_step: AsyncStep, env: Env) -> AsyncStep:
+        handle = self.handle
+        decide_exc = handle.exception
+        decide_result = handle.result if handle.checks_results else None
+        budget = self.budget
+        first_success = budget.on_first_success if budget is not None else None
+        slow = self._slow_async
+        timed = self.max_elapsed is not None
+        clock = env.clock
+
+        if self.attempts == 1 and budget is None:
+            return next_step
+        direct = next_step is ainvoke
+
+        async def retry_step(
+            fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+        ) -> Any:
+            start = clock.now() if timed or env.listeners else None
+            try:
+                result = await (fn(*args, **kwargs) if direct else next_step(fn, args, kwargs))
+            except Exception as exc:
+                decision = decide_exc(exc)
+                if decision is False:
+                    if start is not None and env.listeners:
+                        _emit_attempt(env, self.name, 1, start, "unhandled", exc)
+                    raise
+                return await slow(env, next_step, fn, args, kwargs, start, exc, None, decision)
+            if decide_result is not None:
+                decision = decide_result(result)
+                if decision is not False:
+                    return await slow(
+                        env, next_step, fn, args, kwargs, start, None, result, decision
+                    )
+            if start is not None and env.listeners:
+                _emit_attempt(env, self.name, 1, start, "success", None)
+            if first_success is not None:
+                first_success()
+            return result
+
+        return retry_step
+
+    def _slow_sync(
+        self,
+        env: Env,
+        next_step: SyncStep,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        start: float | None,
+        exc: Exception | None,
+        result: Any,
+        decision: float | bool,
+    ) -> Any:
+        state = _Attempts(self, env, start)
+        state.failed(exc, result, first=True)
+        sleep = env.sync_runtime().sleep
+        while True:
+            delay = state.next_delay(exc, decision)
+            if delay is None:
+                return state.give_up(exc, result)
+            if delay > 0.0:
+                sleep(delay)
+            state.begin_attempt()
+            try:
+                result = next_step(fn, args, kwargs)
+            except Exception as e:
+                decision = self.handle.exception(e)
+                if decision is False:
+                    state.end_attempt("unhandled", e)
+                    raise
+                exc, result = e, None
+                state.failed(exc, None)
+                continue
+            if self.handle.checks_results:
+                decision = self.handle.result(result)
+                if decision is not False:
+                    exc = None
+                    state.failed(None, result)
+                    continue
+            state.succeeded(exc)
+            return result
+
+    async def _slow_async(
+        self,
+        env: Env,
+        next_step: AsyncStep,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        start: float | None,
+        exc: Exception | None,
+        result: Any,
+        decision: float | bool,
+    ) -> Any:
+        state = _Attempts(self, env, start)
+        state.failed(exc, result, first=True)
+        runtime = env.async_runtime()
+        while True:
+            delay = state.next_delay(exc, decision)
+            if delay is None:
+                return state.give_up(exc, result)
+            if delay > 0.0:
+                await runtime.sleep(delay)
+            state.begin_attempt()
+            try:
+                result = await next_step(fn, args, kwargs)
+            except Exception as e:
+                decision = self.handle.exception(e)
+                if decision is False:
+                    state.end_attempt("unhandled", e)
+                    raise
+                exc, result = e, None
+                state.failed(exc, None)
+                continue
+            if self.handle.checks_results:
+                decision = self.handle.result(result)
+                if decision is not False:
+                    exc = None
+                    state.failed(None, result)
+                    continue
+            state.succeeded(exc)
+            return result
+
+
+def _emit_attempt(
+    env: Env, name: str, attempt: int, start: float, outcome: str, exc: BaseException | None
+) -> None:
+    now = env.clock.now()
+    env.emit(
+        AttemptCompleted(
+            pipeline=env.name,
+            strategy=name,
+            time=now,
+            attempt=attempt,
+            duration=now - start,
+            outcome=outcome,
+            error_type=_type_name(exc),
+        )
+    )
+
+
+class _Attempts:
+    """Per-call retry state, created on the first handled failure (slow path only)."""
+
+    __slots__ = (
+        "attempt",
+        "attempt_start",
+        "ctx",
+        "env",
+        "last_delay",
+        "last_was_timeout",
+        "reason",
+        "spec",
+        "start",
+        "waited",
+    )
+
+    def __init__(self, spec: Retry, env: Env, start: float | None) -> None:
+        self.spec = spec
+        self.env = env
+        now = env.clock.now()
+        self.start = start if start is not None else now
+        self.attempt_start = self.start
+        self.attempt = 1
+        self.waited = 0.0
+        self.last_delay = 0.0
+        self.last_was_timeout = False
+        self.reason = ""
+        record = CURRENT.get()
+        self.ctx: Context | None = materialize(record) if record is not None else None
+
+    def failed(self, exc: Exception | None, result: Any, *, first: bool = False) -> None:
+        if self.env.listeners:
+            self.end_attempt("handled", exc)
+        if first:
+            budget = self.spec.budget
+            if budget is not None and budget.on_first_failure is not None:
+                budget.on_first_failure()
+
+    def end_attempt(self, outcome: str, exc: BaseException | None) -> None:
+        if self.env.listeners:
+            _emit_attempt(self.env, self.spec.name, self.attempt, self.attempt_start, outcome, exc)
+
+    def begin_attempt(self) -> None:
+        self.attempt += 1
+        if self.ctx is not None:
+            self.ctx.attempt = self.attempt
+        if self.env.listeners:
+            self.attempt_start = self.env.clock.now()
+
+    def succeeded(self, last_exc: Exception | None) -> None:
+        if self.env.listeners:
+            self.end_attempt("success", None)
+        budget = self.spec.budget
+        if budget is not None:
+            budget.record_retry_success(timeout=self.last_was_timeout)
+
+    def next_delay(self, exc: Exception | None, decision: float | bool) -> float | None:
+        """Delay before the next attempt, or ``None`` to give up (sets ``reason``)."""
+        spec = self.spec
+        env = self.env
+        if self.attempt >= spec.attempts:
+            self.reason = "attempts"
+            return None
+        server: float | None = None if decision is True else float(decision)
+        if isinstance(exc, RejectedError) and exc.retry_after is not None:
+            server = exc.retry_after if server is None else max(server, exc.retry_after)
+        delay = spec.backoff.delay(self.attempt, self.last_delay, env.random)
+        if not delay >= 0.0 or math.isinf(delay):
+            delay = 0.0 if not delay >= 0.0 else delay
+        if server is not None and server > delay:
+            delay = server
+        now = env.clock.now()
+        if spec.max_elapsed is not None and (now - self.start) + delay > spec.max_elapsed:
+            self.reason = "max_elapsed"
+            return None
+        ctx = self.ctx
+        if ctx is not None and ctx.deadline is not None and now + delay >= ctx.deadline:
+            self.reason = "deadline"
+            return None
+        budget = spec.budget
+        if budget is not None:
+            timeout = isinstance(exc, TimeoutError)
+            if not budget.try_withdraw(now, timeout=timeout):
+                self.reason = "budget"
+                if env.listeners:
+                    env.emit(
+                        RetryBudgetExhausted(
+                            pipeline=env.name,
+                            strategy=spec.name,
+                            time=now,
+                            attempt=self.attempt + 1,
+                            budget=budget.name,
+                        )
+                    )
+                return None
+            self.last_was_timeout = timeout
+        if env.listeners:
+            env.emit(
+                RetryScheduled(
+                    pipeline=env.name,
+                    strategy=spec.name,
+                    time=now,
+                    attempt=self.attempt,
+                    delay=delay,
+                    error_type=_type_name(exc),
+                    server_delay=server,
+                )
+            )
+        self.last_delay = delay
+        self.waited += delay
+        return delay
+
+    def give_up(self, exc: Exception | None, result: Any) -> Any:
+        env = self.env
+        spec = self.spec
+        if env.listeners:
+            env.emit(
+                RetryGaveUp(
+                    pipeline=env.name,
+                    strategy=spec.name,
+                    time=env.clock.now(),
+                    attempts=self.attempt,
+                    waited=self.waited,
+                    reason=self.reason,
+                    error_type=_type_name(exc),
+                )
+            )
+        if exc is None:
+            return result
+        why = {
+            "attempts": f"attempt limit ({spec.attempts}) reached",
+            "max_elapsed": f"the next wait would pass max_elapsed={spec.max_elapsed}s",
+            "deadline": "the next wait would pass the deadline",
+            "budget": "retry budget exhausted",
+        }[self.reason]
+        exc.add_note(
+            f"buttress: Retry {spec.name!r} gave up after {self.attempt} attempt(s), "
+            f"{self.waited:.3f}s waiting: {why}"
+        )
+        raise exc
