@@ -41,6 +41,7 @@ from ._exceptions import (
 )
 from ._state.budget import RatioBudget, RetryBudget, TokenBucketBudget
 from ._strategies.fallback import Fallback
+from ._strategies.faults import InjectFault, InjectLatency, InjectResult
 from ._strategies.retry import Retry
 from ._strategies.timeout import Timeout
 
@@ -55,6 +56,9 @@ __all__ = [
     "ConfigurationError",
     "Context",
     "Fallback",
+    "InjectFault",
+    "InjectLatency",
+    "InjectResult",
     "InjectedFaultError",
     "Key",
     "Outcome",
