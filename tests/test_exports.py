@@ -7,6 +7,7 @@ import buttress
 EXPECTED = [
     "BulkheadFullError",
     "ButtressError",
+    "CacheAside",
     "CircuitIsolatedError",
     "CircuitOpenError",
     "Clock",
@@ -33,6 +34,7 @@ EXPECTED = [
     "TokenBucketBudget",
     "add_listener",
     "backoff",
+    "cached",
     "current_context",
     "events",
     "on_exception",

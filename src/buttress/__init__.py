@@ -40,6 +40,7 @@ from ._exceptions import (
     TimeoutRejectedError,
 )
 from ._state.budget import RatioBudget, RetryBudget, TokenBucketBudget
+from ._strategies.cache import CacheAside, cached
 from ._strategies.fallback import Fallback
 from ._strategies.faults import InjectFault, InjectLatency, InjectResult
 from ._strategies.retry import Retry
@@ -50,6 +51,7 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "BulkheadFullError",
     "ButtressError",
+    "CacheAside",
     "CircuitIsolatedError",
     "CircuitOpenError",
     "Clock",
@@ -76,6 +78,7 @@ __all__ = [
     "TokenBucketBudget",
     "add_listener",
     "backoff",
+    "cached",
     "current_context",
     "events",
     "on_exception",

@@ -134,6 +134,10 @@ class AsyncioRuntime:
             clock.sleep(max(0.0, seconds))
             await asyncio.sleep(0)
 
+    def new_event(self) -> asyncio.Event:
+        """A fresh `asyncio.Event` (see `AsyncRuntime.new_event`)."""
+        return asyncio.Event()
+
     def _heap_for(self, loop: asyncio.AbstractEventLoop) -> DeadlineHeap:
         heap = self._heap
         if self._loop is not loop or heap is None:

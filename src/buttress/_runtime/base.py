@@ -32,6 +32,14 @@ class AsyncRuntime(Protocol):
         """Suspend the current task for ``seconds`` (0 still yields once)."""
         ...
 
+    def new_event(self) -> Any:
+        """A one-shot event for this runtime: ``set()``, ``is_set()`` and ``await wait()``.
+
+        Used by single-flight waiters (cache-aside); asyncio gives `asyncio.Event`, trio
+        `trio.Event`. Not thread-safe: set it from the task's own event loop.
+        """
+        ...
+
     def enter_deadline(self, deadline: float) -> Any:
         """Start cancelling the current task at ``deadline``; returns a handle.
 

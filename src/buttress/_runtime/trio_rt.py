@@ -37,6 +37,10 @@ class TrioRuntime:
         else:
             await trio.sleep(max(0.0, seconds))
 
+    def new_event(self) -> trio.Event:
+        """A fresh `trio.Event` (see `AsyncRuntime.new_event`)."""
+        return trio.Event()
+
     def enter_deadline(self, deadline: float) -> Any:
         """Open a `trio.CancelScope` with ``deadline`` (translated to trio's clock)."""
         scope = trio.CancelScope(deadline=self._to_trio(deadline))

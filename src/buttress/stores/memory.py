@@ -1,0 +1,227 @@
+"""In-memory stores: the embedded defaults, and stand-ins for Redis in tests.
+
+They implement the same protocols as the Redis stores with the same semantics (relative
+durations measured on the store's own clock, fencing tokens, invalidation callbacks), so
+everything a strategy does with a shared store can be tested without a server.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import threading
+from collections.abc import Callable
+
+from .._core.clock import SYSTEM_CLOCK, Clock
+from .base import CacheRecord
+
+__all__ = ["MemoryBudgetStore", "MemoryCacheStore"]
+
+
+class _Subscription:
+    __slots__ = ("_callback", "_store")
+
+    def __init__(self, store: MemoryCacheStore, callback: Callable[[str, str], None]) -> None:
+        self._store = store
+        self._callback = callback
+
+    def close(self) -> None:
+        subs = self._store._subs
+        for ns, callbacks in subs.items():
+            subs[ns] = [c for c in callbacks if c is not self._callback]
+
+
+class MemoryCacheStore:
+    """A `CacheStore` in this process's memory (a shared remote tier for tests and demos).
+
+    Args:
+        clock: The store's clock (default: the system monotonic clock). Durations are
+            measured on it, like a Redis server measures them with ``TIME``.
+        max_entries: Most values kept (the oldest written are dropped first), >= 1.
+
+    Values past their retention are dropped when read and on every write.
+    """
+
+    def __init__(self, clock: Clock | None = None, *, max_entries: int = 100_000) -> None:
+        self.clock = clock if clock is not None else SYSTEM_CLOCK
+        self.max_entries = max_entries
+        self.description = "memory"
+        # key -> (payload, fresh_until, hard_until, delta, token)
+        self._data: dict[tuple[str, str], tuple[bytes, float, float, float, int]] = {}
+        self._locks: dict[tuple[str, str], tuple[int, float]] = {}
+        self._fence = itertools.count(1)
+        self._subs: dict[str, list[Callable[[str, str], None]]] = {}
+        self._mutex = threading.Lock()
+        self.gets = 0
+        self.sets = 0
+
+    def __repr__(self) -> str:
+        return f"MemoryCacheStore(entries={len(self._data)})"
+
+    def cache_get(self, ns: str, key: str) -> CacheRecord | None:
+        """See `CacheStore.cache_get`."""
+        now = self.clock.now()
+        with self._mutex:
+            self.gets += 1
+            item = self._data.get((ns, key))
+            if item is None:
+                return None
+            if now >= item[2]:
+                del self._data[(ns, key)]
+                return None
+        return CacheRecord(item[0], item[1] - now, item[3], item[4])
+
+    def cache_set(
+        self, ns: str, key: str, payload: bytes, ttl: float, keep: float, delta: float, token: int
+    ) -> bool:
+        """See `CacheStore.cache_set` (fenced by ``token``)."""
+        now = self.clock.now()
+        with self._mutex:
+            old = self._data.get((ns, key))
+            if old is not None and now < old[2] and old[4] > token:
+                return False
+            self.sets += 1
+            self._data[(ns, key)] = (payload, now + ttl, now + ttl + keep, delta, token)
+            if len(self._data) > self.max_entries:
+                for k in [k for k, v in self._data.items() if now >= v[2]]:
+                    del self._data[k]
+                while len(self._data) > self.max_entries:
+                    del self._data[next(iter(self._data))]
+        return True
+
+    def _publish(self, ns: str, kind: str, key: str) -> None:
+        for callback in list(self._subs.get(ns, ())):
+            callback(kind, key)
+
+    def cache_delete(self, ns: str, key: str) -> None:
+        """See `CacheStore.cache_delete`."""
+        with self._mutex:
+            self._data.pop((ns, key), None)
+        self._publish(ns, "key", key)
+
+    def cache_delete_prefix(self, ns: str, prefix: str) -> int:
+        """See `CacheStore.cache_delete_prefix`."""
+        with self._mutex:
+            doomed = [k for k in self._data if k[0] == ns and k[1].startswith(prefix)]
+            for k in doomed:
+                del self._data[k]
+        self._publish(ns, "prefix", prefix)
+        return len(doomed)
+
+    def cache_lock(self, ns: str, key: str, lease: float) -> tuple[bool, int, float]:
+        """See `CacheStore.cache_lock`."""
+        now = self.clock.now()
+        with self._mutex:
+            token = next(self._fence)
+            held = self._locks.get((ns, key))
+            if held is not None and now < held[1]:
+                return False, token, held[1] - now
+            self._locks[(ns, key)] = (token, now + lease)
+            return True, token, 0.0
+
+    def cache_unlock(self, ns: str, key: str, token: int) -> None:
+        """See `CacheStore.cache_unlock`."""
+        with self._mutex:
+            held = self._locks.get((ns, key))
+            if held is not None and held[0] == token:
+                del self._locks[(ns, key)]
+
+    def cache_subscribe(self, ns: str, callback: Callable[[str, str], None]) -> _Subscription:
+        """See `CacheStore.cache_subscribe` (callbacks run in the invalidating thread)."""
+        self._subs.setdefault(ns, []).append(callback)
+        return _Subscription(self, callback)
+
+    async def acache_get(self, ns: str, key: str) -> CacheRecord | None:
+        """Async `cache_get`."""
+        return self.cache_get(ns, key)
+
+    async def acache_set(
+        self, ns: str, key: str, payload: bytes, ttl: float, keep: float, delta: float, token: int
+    ) -> bool:
+        """Async `cache_set`."""
+        return self.cache_set(ns, key, payload, ttl, keep, delta, token)
+
+    async def acache_delete(self, ns: str, key: str) -> None:
+        """Async `cache_delete`."""
+        self.cache_delete(ns, key)
+
+    async def acache_delete_prefix(self, ns: str, prefix: str) -> int:
+        """Async `cache_delete_prefix`."""
+        return self.cache_delete_prefix(ns, prefix)
+
+    async def acache_lock(self, ns: str, key: str, lease: float) -> tuple[bool, int, float]:
+        """Async `cache_lock`."""
+        return self.cache_lock(ns, key, lease)
+
+    async def acache_unlock(self, ns: str, key: str, token: int) -> None:
+        """Async `cache_unlock`."""
+        self.cache_unlock(ns, key, token)
+
+
+def budget_step(
+    kind: str,
+    params: tuple[float, ...],
+    balance: float | None,
+    last: float | None,
+    now: float,
+    deposit: float,
+) -> float:
+    """The shared budget arithmetic (the Redis Lua script mirrors it line by line).
+
+    ``"ratio"``: params ``(ratio, min_retries_per_second, window)``; the balance decays
+    with time constant ``window`` and grows by ``ratio * deposit`` plus
+    ``min_retries_per_second`` per second (`RatioBudget`). ``"bucket"``: params
+    ``(capacity,)``; the balance grows by ``deposit`` up to ``capacity``.
+    """
+    if kind == "ratio":
+        ratio, floor, window = params
+        if balance is None:
+            balance = floor * window
+        elapsed = 0.0 if last is None else max(0.0, now - last)
+        add = ratio * deposit + floor * elapsed
+        if elapsed > 0.0:
+            decay = math.exp(-elapsed / window)
+            return balance * decay + add * (1.0 - decay) * window / elapsed
+        return balance + add
+    (capacity,) = params
+    if balance is None:
+        balance = capacity
+    return min(capacity, balance + deposit)
+
+
+class MemoryBudgetStore:
+    """A `BudgetStore` in this process's memory (for tests; same arithmetic as Redis)."""
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock = clock if clock is not None else SYSTEM_CLOCK
+        self.description = "memory"
+        self._state: dict[str, tuple[float, float]] = {}
+        self._mutex = threading.Lock()
+
+    def budget_withdraw(
+        self, name: str, kind: str, params: tuple[float, ...], deposit: float, cost: float
+    ) -> tuple[bool, float]:
+        """See `BudgetStore.budget_withdraw`."""
+        now = self.clock.now()
+        with self._mutex:
+            balance, last = self._state.get(name, (None, None))
+            balance = budget_step(kind, params, balance, last, now, deposit)
+            taken = balance >= cost
+            if taken:
+                balance -= cost
+            self._state[name] = (balance, now)
+            return taken, balance
+
+    def budget_deposit(
+        self, name: str, kind: str, params: tuple[float, ...], deposit: float
+    ) -> float:
+        """See `BudgetStore.budget_deposit`."""
+        now = self.clock.now()
+        with self._mutex:
+            balance, last = self._state.get(name, (None, None))
+            balance = budget_step(kind, params, balance, last, now, deposit)
+            self._state[name] = (balance, now)
+            return balance
+
+    def __repr__(self) -> str:
+        return "MemoryBudgetStore()"
