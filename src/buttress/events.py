@@ -22,11 +22,13 @@ from typing import ClassVar
 
 __all__ = [
     "AttemptCompleted",
+    "CallCompleted",
     "CacheHit",
     "CacheMiss",
     "CacheRefreshed",
     "CacheStaleServed",
     "CallRejected",
+    "CallStarted",
     "CircuitStateChanged",
     "EndpointEjected",
     "EndpointHealthChanged",
@@ -61,6 +63,42 @@ class Event:
     pipeline: str
     strategy: str
     time: float
+
+
+# -- pipeline --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallStarted(Event):
+    """A pipeline execution began (emitted only when the pipeline had listeners at build time).
+
+    ``strategy`` is ``"pipeline"``. Telemetry adapters use it to open a span; it is always
+    followed by a `CallCompleted` from the same thread or task.
+    """
+
+    kind: ClassVar[str] = "pipeline.started"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallCompleted(Event):
+    """A pipeline execution finished (the whole call, every attempt and wait included).
+
+    Emitted only when the pipeline had listeners when its chain was built; a pipeline
+    rebuilds that outer step when global listeners are added or removed, so with no
+    listener at all there is no timing step and no cost.
+
+    Attributes:
+        duration: Seconds from entry to exit on the pipeline clock.
+        outcome: ``"success"`` (returned), ``"rejected"`` (a `RejectedError` other than a
+            timeout), ``"timeout"`` (a `TimeoutError`, including `TimeoutRejectedError`) or
+            ``"error"`` (any other exception).
+        error_type: Qualified name of the exception type, or ``None`` on success.
+    """
+
+    kind: ClassVar[str] = "pipeline.completed"
+    duration: float
+    outcome: str
+    error_type: str | None = None
 
 
 # -- retry -------------------------------------------------------------------------------

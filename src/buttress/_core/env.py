@@ -74,6 +74,7 @@ class Env:
     __slots__ = (
         "__weakref__",
         "_asyncio_rt",
+        "_on_change",
         "_own",
         "_sync_rt",
         "clock",
@@ -99,12 +100,15 @@ class Env:
         self._sync_rt: SyncRuntime | None = None
         self._asyncio_rt: AsyncRuntime | None = None
         self.listeners: tuple[Listener, ...] = ()
+        self._on_change: Callable[[], None] | None = None
         with _lock:
             _envs.add(self)
             self._refresh()
 
     def _refresh(self) -> None:
         self.listeners = self._own + tuple(x for x in _global_listeners if x not in self._own)
+        if self._on_change is not None:
+            self._on_change()  # the pipeline re-wraps its chains (telemetry call step)
 
     def now(self) -> float:
         """The clock's reading in seconds."""

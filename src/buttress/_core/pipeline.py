@@ -5,6 +5,12 @@ The pipeline never imports a concrete strategy: anything with ``build_sync`` and
 chains are built once, on first use of each colour, into nested closures; a call then
 costs one `ContextVar.set`/`reset` pair, one three-slot list, and the strategies' own
 steps.
+
+Call telemetry: when the pipeline has listeners (its own or global) at the moment a chain
+is used, the chain is wrapped in one outer *call step* that emits `CallStarted` and
+`CallCompleted` (duration, outcome). Adding or removing a global listener re-wraps (or
+un-wraps) the chains of every live pipeline; the strategies' chain itself is built once and
+kept, so strategy state is never rebuilt. With no listener there is no call step at all.
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ import random as _random
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
-from .._exceptions import ConfigurationError
+from .._exceptions import ConfigurationError, RejectedError
+from ..events import CallCompleted, CallStarted
 from .clock import Clock
 from .context import CURRENT, DEADLINE
 from .env import Env, Listener
@@ -51,7 +58,15 @@ class Pipeline:
             parameter has the wrong type.
     """
 
-    __slots__ = ("_async_chain", "_env", "_sync_chain", "strategies")
+    __slots__ = (
+        "__weakref__",
+        "_async_chain",
+        "_async_inner",
+        "_env",
+        "_sync_chain",
+        "_sync_inner",
+        "strategies",
+    )
 
     def __init__(
         self,
@@ -92,6 +107,9 @@ class Pipeline:
         self._env = Env(name, clock, random, listeners)
         self._sync_chain: Callable[..., Any] | None = None
         self._async_chain: Callable[..., Awaitable[Any]] | None = None
+        self._sync_inner: Callable[..., Any] | None = None
+        self._async_inner: Callable[..., Awaitable[Any]] | None = None
+        self._env._on_change = self._listeners_changed
 
     # -- introspection ---------------------------------------------------------------------
 
@@ -116,22 +134,32 @@ class Pipeline:
 
     # -- chains ------------------------------------------------------------------------------
 
+    def _listeners_changed(self) -> None:
+        # Called by the Env when its listener set changes: drop the (possibly wrapped)
+        # entry chains; the next call re-wraps the kept strategy chains as needed.
+        self._sync_chain = None
+        self._async_chain = None
+
     def _sync(self) -> Callable[..., Any]:
-        chain = self._sync_chain
-        if chain is None:
-            chain = _invoke
+        inner = self._sync_inner
+        if inner is None:
+            inner = _invoke
             for strategy in reversed(self.strategies):
-                chain = strategy.build_sync(chain, self._env)
-            self._sync_chain = chain
+                inner = strategy.build_sync(inner, self._env)
+            self._sync_inner = inner
+        chain = _timed_sync(inner, self._env) if self._env.listeners else inner
+        self._sync_chain = chain
         return chain
 
     def _async(self) -> Callable[..., Awaitable[Any]]:
-        chain = self._async_chain
-        if chain is None:
-            chain = _ainvoke
+        inner = self._async_inner
+        if inner is None:
+            inner = _ainvoke
             for strategy in reversed(self.strategies):
-                chain = strategy.build_async(chain, self._env)
-            self._async_chain = chain
+                inner = strategy.build_async(inner, self._env)
+            self._async_inner = inner
+        chain = _timed_async(inner, self._env) if self._env.listeners else inner
+        self._async_chain = chain
         return chain
 
     # -- entry points ---------------------------------------------------------------------
@@ -226,3 +254,75 @@ class Pipeline:
                 cv.reset(token)
 
         return sync_wrapper
+
+
+# -- call telemetry step (only installed when listeners exist) ------------------------------
+
+
+def _type_name(exc: BaseException) -> str:
+    cls = type(exc)
+    return (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )
+
+
+def _outcome(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, RejectedError):
+        return "rejected"
+    if isinstance(exc, Exception):
+        return "error"
+    return "cancelled"
+
+
+def _completed(env: Env, start: float, exc: BaseException | None) -> None:
+    now = env.clock.now()
+    env.emit(
+        CallCompleted(
+            pipeline=env.name,
+            strategy="pipeline",
+            time=now,
+            duration=now - start,
+            outcome="success" if exc is None else _outcome(exc),
+            error_type=None if exc is None else _type_name(exc),
+        )
+    )
+
+
+def _timed_sync(inner: Callable[..., Any], env: Env) -> Callable[..., Any]:
+    clock = env.clock
+    name = env.name
+
+    def call_step(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        start = clock.now()
+        env.emit(CallStarted(pipeline=name, strategy="pipeline", time=start))
+        try:
+            result = inner(fn, args, kwargs)
+        except BaseException as exc:  # reported, then re-raised untouched
+            _completed(env, start, exc)
+            raise
+        _completed(env, start, None)
+        return result
+
+    return call_step
+
+
+def _timed_async(inner: Callable[..., Awaitable[Any]], env: Env) -> Callable[..., Awaitable[Any]]:
+    clock = env.clock
+    name = env.name
+
+    async def call_step(
+        fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        start = clock.now()
+        env.emit(CallStarted(pipeline=name, strategy="pipeline", time=start))
+        try:
+            result = await inner(fn, args, kwargs)
+        except BaseException as exc:  # reported, then re-raised untouched
+            _completed(env, start, exc)
+            raise
+        _completed(env, start, None)
+        return result
+
+    return call_step

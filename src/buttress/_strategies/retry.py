@@ -17,6 +17,7 @@ from typing import Any
 from .. import backoff as _backoff
 from .._core.context import CURRENT, Context, materialize
 from .._core.env import Env
+from .._core.gauges import register_gauge
 from .._core.handle import Handle, HandleLike, compile_handle
 from .._core.invoke import ainvoke
 from .._core.validate import check_count, check_optional_duration
@@ -123,6 +124,8 @@ class Retry:
         timed = self.max_elapsed is not None
         clock = env.clock
 
+        if budget is not None:
+            register_gauge(budget, env.name, env.clock, _read_budget)
         if self.attempts == 1 and budget is None:
             return next_step
 
@@ -161,6 +164,8 @@ class Retry:
         timed = self.max_elapsed is not None
         clock = env.clock
 
+        if budget is not None:
+            register_gauge(budget, env.name, env.clock, _read_budget)
         if self.attempts == 1 and budget is None:
             return next_step
         direct = next_step is ainvoke
@@ -273,6 +278,10 @@ class Retry:
                     continue
             state.succeeded(exc)
             return result
+
+
+def _read_budget(budget: RetryBudget, now: float) -> list[tuple[str, float, dict[str, str]]]:
+    return [("buttress.retry.budget.level", budget.level(now), {"strategy": budget.name})]
 
 
 def _emit_attempt(

@@ -1,9 +1,12 @@
-"""`LoggingListener`: every event as one stdlib log record with structured ``extra``."""
+"""`LoggingListener`: every event as one stdlib log record with structured ``extra``;
+`JsonFormatter`: one JSON object per record, with the ``buttress_*`` fields as keys."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from ..events import (
@@ -16,7 +19,7 @@ from ..events import (
     TimeoutExpired,
 )
 
-__all__ = ["LoggingListener"]
+__all__ = ["JsonFormatter", "LoggingListener"]
 
 _WARNING_TYPES: tuple[type[Event], ...] = (
     RetryGaveUp,
@@ -73,3 +76,42 @@ class LoggingListener:
             detail,
             extra=extra,
         )
+
+
+_RECORD_FIELDS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """Format log records as one JSON object per line.
+
+    Keys: ``time`` (ISO 8601 UTC wall time of the record), ``level``, ``logger``,
+    ``message``, then every ``extra`` field. Fields written by `LoggingListener` lose their
+    ``buttress_`` prefix and ``buttress_event`` becomes ``event`` (for example
+    ``{"event": "retry.scheduled", "pipeline": "inventory", "delay": 0.2, ...}``); ``time``
+    of the event itself (the monotonic pipeline clock) is emitted as ``clock``. Values that
+    are not JSON types are written with ``str()``. Exceptions go to ``exc_info`` as text.
+
+    Example:
+        >>> handler = logging.StreamHandler()
+        >>> handler.setFormatter(JsonFormatter())
+        >>> logging.getLogger("buttress").addHandler(handler)
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key in _RECORD_FIELDS:
+                continue
+            if key.startswith("buttress_"):
+                key = key[len("buttress_") :]
+                if key == "time":
+                    key = "clock"
+            out[key] = value
+        if record.exc_info:
+            out["exc_info"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
