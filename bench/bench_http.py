@@ -61,8 +61,12 @@ def bench_telemetry_off() -> None:
     base = min(t_plain, t_plain2)
     print("telemetry (Retry + Timeout pipeline, sync happy path)")
     print(f"  un-instrumented pipeline        {base * 1e9:8.0f} ns/call")
-    print(f"  telemetry installed, then off   {t_toggled * 1e9:8.0f} ns/call  ratio {t_toggled / base:.3f} (target <= 1.05)")
-    print(f"  telemetry on (LoggingListener)  {t_on * 1e9:8.0f} ns/call  ratio {t_on / base:.3f} (informational)")
+    print(
+        f"  telemetry installed, then off   {t_toggled * 1e9:8.0f} ns/call  ratio {t_toggled / base:.3f} (target <= 1.05)"
+    )
+    print(
+        f"  telemetry on (LoggingListener)  {t_on * 1e9:8.0f} ns/call  ratio {t_on / base:.3f} (informational)"
+    )
     print(f"  noise: two un-instrumented samples differ by {abs(t_plain - t_plain2) / base:.1%}")
     del LoggingListener
 
