@@ -5,6 +5,7 @@ from __future__ import annotations
 import buttress
 
 EXPECTED = [
+    "Bulkhead",
     "BulkheadFullError",
     "ButtressError",
     "CacheAside",

@@ -41,3 +41,24 @@ def test_threads_get_one_state_per_key() -> None:
     for t in threads:
         t.join()
     assert len({id(x) for x in seen}) == 10
+
+
+def test_pinned_states_are_never_evicted() -> None:
+    busy = {"a"}
+    evicted: list[str] = []
+    parts: Partitions[str, str] = Partitions(
+        lambda k: k, max_keys=2, on_evict=lambda k, v: evicted.append(k), pinned=lambda v: v in busy
+    )
+    parts.get("a")
+    parts.get("b")
+    parts.get("c")  # "a" is least recently used but pinned: "b" goes instead
+    assert evicted == ["b"]
+    assert parts.peek("a") == "a"
+    busy.update({"c", "d"})
+    parts.get("d")  # a, c pinned; d is the new key: nothing evictable, the map grows
+    assert len(parts) == 3
+    assert evicted == ["b"]
+    busy.clear()
+    parts.get("e")  # shrinks back to max_keys once states are idle again
+    assert len(parts) == 2
+    assert parts.peek("e") == "e"

@@ -40,6 +40,7 @@ from ._exceptions import (
     TimeoutRejectedError,
 )
 from ._state.budget import RatioBudget, RetryBudget, TokenBucketBudget
+from ._strategies.bulkhead import Bulkhead
 from ._strategies.cache import CacheAside, cached
 from ._strategies.fallback import Fallback
 from ._strategies.faults import InjectFault, InjectLatency, InjectResult
@@ -49,6 +50,7 @@ from ._strategies.timeout import Timeout
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "Bulkhead",
     "BulkheadFullError",
     "ButtressError",
     "CacheAside",

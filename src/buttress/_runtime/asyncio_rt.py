@@ -20,11 +20,12 @@ import heapq
 import itertools
 import math
 import sys
+import threading
 from typing import Any
 
 from .._core.clock import SYSTEM_CLOCK, Clock, ManualClock
 
-__all__ = ["AsyncioRuntime", "DeadlineHeap"]
+__all__ = ["AsyncioRuntime", "AsyncioWaiter", "DeadlineHeap"]
 
 # entry slots: a list [task or None, fired, done]
 _TASK = 0
@@ -110,6 +111,62 @@ class DeadlineHeap:
             self._arm(heap[0][0])
 
 
+class AsyncioWaiter:
+    """`AsyncWaiter` for asyncio: a future of the owning task's loop.
+
+    `wake` sets the future directly when called on the loop's thread, and through
+    ``call_soon_threadsafe`` from any other thread (a closed loop makes it a no-op). The
+    deadline is one ``call_later`` handle (or a `ManualClock` timer), cancelled on exit.
+    """
+
+    __slots__ = ("_clock", "_fut", "_loop", "_thread")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, clock: Clock) -> None:
+        self._loop = loop
+        self._clock = clock
+        self._fut: asyncio.Future[bool] = loop.create_future()
+        self._thread = threading.get_ident()
+
+    def _set(self, value: bool) -> None:
+        fut = self._fut
+        if not fut.done():
+            fut.set_result(value)
+
+    def _set_threadsafe(self, value: bool) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._set, value)
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            pass
+
+    def wake(self) -> None:
+        """Wake the waiting task (any thread may call this; idempotent)."""
+        if threading.get_ident() == self._thread:
+            self._set(True)
+        else:
+            self._set_threadsafe(True)
+
+    async def wait(self, deadline: float | None) -> bool:
+        """Suspend until woken (``True``) or until the clock passes ``deadline`` (``False``)."""
+        fut = self._fut
+        if fut.done():
+            return fut.result()
+        if deadline is None:
+            return await fut
+        clock = self._clock
+        remaining = deadline - clock.now()
+        if remaining <= 0:
+            return False
+        handle: Any
+        if isinstance(clock, ManualClock):
+            handle = clock.call_at(deadline, lambda: self._set_threadsafe(False))
+        else:
+            handle = self._loop.call_later(remaining, self._set, False)
+        try:
+            return await fut
+        finally:
+            handle.cancel()
+
+
 class AsyncioRuntime:
     """asyncio runtime on a pipeline clock.
 
@@ -137,6 +194,10 @@ class AsyncioRuntime:
     def new_event(self) -> asyncio.Event:
         """A fresh `asyncio.Event` (see `AsyncRuntime.new_event`)."""
         return asyncio.Event()
+
+    def waiter(self) -> AsyncioWaiter:
+        """A new `AsyncioWaiter` for the current task (see `buttress._runtime.base`)."""
+        return AsyncioWaiter(_get_running_loop(), self.clock)
 
     def _heap_for(self, loop: asyncio.AbstractEventLoop) -> DeadlineHeap:
         heap = self._heap

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
-from .._core.clock import SYSTEM_CLOCK, Clock
+from .._core.clock import SYSTEM_CLOCK, Clock, ManualClock
 
 try:
     import trio
@@ -13,7 +14,63 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "buttress needs trio to run under trio: pip install 'buttress[trio]'"
     ) from exc
 
-__all__ = ["TrioRuntime"]
+__all__ = ["TrioRuntime", "TrioWaiter"]
+
+
+class TrioWaiter:
+    """`AsyncWaiter` for trio: a `trio.Event` set by `wake`.
+
+    From a foreign thread, `wake` goes through the run's `TrioToken` (a finished run makes
+    it a no-op). The deadline is a ``move_on_at`` scope on trio's clock, or a `ManualClock`
+    timer when the pipeline runs on a manual clock.
+    """
+
+    __slots__ = ("_clock", "_event", "_thread", "_token", "woken")
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._event = trio.Event()
+        self._token = trio.lowlevel.current_trio_token()
+        self._thread = threading.get_ident()
+        self.woken = False
+
+    def _signal(self) -> None:
+        if threading.get_ident() == self._thread:
+            self._event.set()
+        else:
+            try:
+                self._token.run_sync_soon(self._event.set)
+            except trio.RunFinishedError:
+                pass
+
+    def wake(self) -> None:
+        """Wake the waiting task (any thread may call this; idempotent)."""
+        if not self.woken:
+            self.woken = True
+            self._signal()
+
+    async def wait(self, deadline: float | None) -> bool:
+        """Suspend until woken (``True``) or until the clock passes ``deadline`` (``False``)."""
+        if self.woken:
+            return True
+        event = self._event
+        if deadline is None:
+            await event.wait()
+            return True
+        clock = self._clock
+        remaining = deadline - clock.now()
+        if remaining <= 0:
+            return self.woken
+        if isinstance(clock, ManualClock):
+            timer = clock.call_at(deadline, self._signal)
+            try:
+                await event.wait()
+            finally:
+                timer.cancel()
+        else:
+            with trio.move_on_at(trio.current_time() + remaining):
+                await event.wait()
+        return self.woken
 
 
 class TrioRuntime:
@@ -40,6 +97,10 @@ class TrioRuntime:
     def new_event(self) -> trio.Event:
         """A fresh `trio.Event` (see `AsyncRuntime.new_event`)."""
         return trio.Event()
+
+    def waiter(self) -> TrioWaiter:
+        """A new `TrioWaiter` for the current task (see `buttress._runtime.base`)."""
+        return TrioWaiter(self.clock)
 
     def enter_deadline(self, deadline: float) -> Any:
         """Open a `trio.CancelScope` with ``deadline`` (translated to trio's clock)."""
