@@ -7,6 +7,7 @@ import random
 import pytest
 
 from buttress.testing import ManualClock, RecordingListener
+from redis_fixture import own_redis, redis_server, redis_url  # noqa: F401
 
 
 @pytest.fixture

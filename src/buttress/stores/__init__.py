@@ -6,10 +6,15 @@ between processes and machines. See ``docs/stores.md``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .base import BudgetStore, CacheRecord, CacheStore
 from .guard import StoreGuard
 from .memory import MemoryBudgetStore, MemoryCacheStore
 from .serializers import JsonSerializer, PickleSerializer, Serializer
+
+if TYPE_CHECKING:
+    from .redis import RedisStore
 
 __all__ = [
     "BudgetStore",
@@ -19,6 +24,15 @@ __all__ = [
     "MemoryBudgetStore",
     "MemoryCacheStore",
     "PickleSerializer",
+    "RedisStore",
     "Serializer",
     "StoreGuard",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RedisStore":  # imported lazily: redis-py is an optional extra
+        from .redis import RedisStore
+
+        return RedisStore
+    raise AttributeError(f"module 'buttress.stores' has no attribute {name!r}")
