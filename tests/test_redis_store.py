@@ -18,7 +18,7 @@ pytestmark = pytest.mark.redis
 
 @pytest.fixture
 def store(redis_url: str) -> Any:
-    s = RedisStore(redis_url)
+    s = RedisStore(redis_url, timeout=2)
     yield s
     s.close()
 
@@ -95,7 +95,7 @@ def test_delete_prefix_only_touches_its_namespace(store: RedisStore) -> None:
 
 
 def test_two_processes_share_a_cache_and_invalidations(redis_url: str) -> None:
-    sa, sb = RedisStore(redis_url), RedisStore(redis_url)
+    sa, sb = RedisStore(redis_url, timeout=2), RedisStore(redis_url, timeout=2)
     a = CacheAside(60, key="item:{x}", store=sa)
     b = CacheAside(60, key="item:{x}", store=sb)
     events = RecordingListener()
@@ -135,7 +135,7 @@ def test_garbage_in_redis_is_a_miss(store: RedisStore) -> None:
 
 @pytest.mark.asyncio
 async def test_async_path_on_redis(redis_url: str) -> None:
-    store = RedisStore(redis_url)
+    store = RedisStore(redis_url, timeout=2)
     spec = CacheAside(60, key="k{x}", store=store)
     pipe = Pipeline(spec)
     n = [0]
