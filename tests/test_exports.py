@@ -20,6 +20,7 @@ EXPECTED = [
     "InjectResult",
     "InjectedFaultError",
     "Key",
+    "LoadBalance",
     "Outcome",
     "Pipeline",
     "RateLimitedError",

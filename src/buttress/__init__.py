@@ -14,7 +14,7 @@ Build a `Pipeline` of strategies, outermost first, and call through it::
 
 The top level holds the everyday names; specialised parts live in opt-in namespaces:
 `buttress.backoff`, `buttress.events`, `buttress.testing`, `buttress.telemetry`,
-`buttress.typing`.
+`buttress.typing`, `buttress.routing`.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from ._strategies.fallback import Fallback
 from ._strategies.faults import InjectFault, InjectLatency, InjectResult
 from ._strategies.retry import Retry
 from ._strategies.timeout import Timeout
+from .routing.strategy import LoadBalance
 
 __version__ = "0.1.0.dev0"
 
@@ -65,6 +66,7 @@ __all__ = [
     "InjectResult",
     "InjectedFaultError",
     "Key",
+    "LoadBalance",
     "Outcome",
     "Pipeline",
     "RateLimitedError",

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from .._core.clock import Clock, ManualClock
 
-__all__ = ["SyncRuntime", "ThreadWaiter"]
+__all__ = ["BackgroundLoop", "SyncRuntime", "ThreadWaiter"]
 
 _TIMEOUT_MAX = threading.TIMEOUT_MAX
 
@@ -79,3 +80,61 @@ class SyncRuntime:
     def waiter(self) -> ThreadWaiter:
         """A new `ThreadWaiter` on this runtime's clock (see `buttress._runtime.base`)."""
         return ThreadWaiter(self.clock)
+
+
+class BackgroundLoop:
+    """Run ``step()`` repeatedly in a daemon thread until `stop` (for background maintenance
+    such as health checks and membership refreshes).
+
+    ``step()`` does one round of work and returns the seconds to wait before the next round
+    (real time: the wait is a `threading.Event` wait, so `stop` interrupts it at once). An
+    `Exception` raised by ``step`` is reported through ``on_error`` and the loop waits
+    ``error_delay`` seconds before the next round; it never dies silently.
+
+    Args:
+        step: The round of work.
+        name: Thread name.
+        on_error: Called with the exception when ``step`` raises.
+        error_delay: Seconds to wait after a failed round (default 1.0).
+    """
+
+    __slots__ = ("_error_delay", "_on_error", "_step", "_stop", "_thread")
+
+    def __init__(
+        self,
+        step: Callable[[], float],
+        *,
+        name: str,
+        on_error: Callable[[Exception], None] | None = None,
+        error_delay: float = 1.0,
+    ) -> None:
+        self._step = step
+        self._on_error = on_error
+        self._error_delay = error_delay
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        stop = self._stop
+        while not stop.is_set():
+            try:
+                wait = self._step()
+            except Exception as exc:
+                if self._on_error is not None:
+                    self._on_error(exc)
+                wait = self._error_delay
+            if wait > 0:
+                stop.wait(wait)
+
+    @property
+    def running(self) -> bool:
+        """``True`` until the thread has stopped."""
+        return self._thread.is_alive()
+
+    def stop(self, timeout: float | None = 5.0) -> None:
+        """Ask the loop to stop and wait up to ``timeout`` seconds for the thread to end
+        (a round in progress finishes first)."""
+        self._stop.set()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
