@@ -91,11 +91,9 @@ class _Linear:
     jitter: Jitter
 
     def delay(self, attempt: int, previous: float, rng: random.Random) -> float:
-        if self.step > 0:
-            steps = min(attempt - 1, math.ceil((self.cap - self.first) / self.step) + 1)
-        else:
-            steps = 0
-        d = min(self.cap, self.first + self.step * max(0, steps))
+        # clamp the step count so int->float conversion never overflows
+        steps = min(max(0, attempt - 1), 2**53)
+        d = min(self.cap, self.first + self.step * steps)
         if self.jitter == "none":
             return d
         return _apply(self.jitter, d, self.first, self.cap, previous, rng)
@@ -118,7 +116,10 @@ class _Exponential:
         if exponent >= self.max_exponent:
             d = self.cap
         else:
-            d = min(self.cap, self.base * self.multiplier ** max(0, exponent))
+            try:
+                d = min(self.cap, self.base * self.multiplier ** max(0, exponent))
+            except OverflowError:  # subnormal base: the power alone can overflow
+                d = self.cap
         if self.jitter == "none":
             return d
         return _apply(self.jitter, d, self.base, self.cap, previous, rng)
@@ -208,7 +209,9 @@ def exponential(
     if b == 0 or c <= b or multiplier == 1:
         max_exponent = 0 if (b == 0 or c <= b) else 2**62
     else:
-        max_exponent = math.ceil(math.log(c / b, multiplier)) + 1
+        # logs of each side stay finite even for subnormal bases (c / b may overflow)
+        exponent = (math.log(c) - math.log(b)) / math.log(multiplier)
+        max_exponent = min(2**62, math.ceil(exponent) + 1)
     return _Exponential(b, float(multiplier), c, j, max_exponent)
 
 

@@ -127,6 +127,13 @@ class ManualClock:
         self.sleeps.append(seconds)
         self.advance(max(0.0, seconds))
 
+    def next_timer(self) -> float | None:
+        """When the earliest pending (not cancelled) timer fires, or ``None``."""
+        with self._lock:
+            while self._timers and self._timers[0][2].cancelled:
+                heapq.heappop(self._timers)
+            return self._timers[0][0] if self._timers else None
+
     def call_at(self, when: float, callback: Callable[[], object]) -> TimerHandle:
         """Run ``callback`` when the clock reaches ``when`` (seconds). Returns a handle."""
         handle = TimerHandle(when, callback)

@@ -179,9 +179,9 @@ def materialize(record: Record) -> Context:
     if ctx is None:
         parent_record = record[PARENT]
         parent = materialize(parent_record) if parent_record is not None else None
-        env = cast("Env", record[ENV])
+        env: Env = record[ENV]
         ctx = record[CTX] = Context(env.name, env.clock, parent, record=record)
-    return cast(Context, ctx)
+    return ctx  # type: ignore[no-any-return]
 
 
 def current_context() -> Context | None:

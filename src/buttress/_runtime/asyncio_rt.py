@@ -86,11 +86,22 @@ class DeadlineHeap:
         if clock is SYSTEM_CLOCK:
             self._handle = self._loop.call_at(when, self._fire)
         elif isinstance(clock, ManualClock):
-            loop = self._loop
-            self._handle = clock.call_at(when, lambda: loop.call_soon_threadsafe(self._fire))
+            self._handle = clock.call_at(when, self._fire_from_clock)
         else:  # any other clock: translate to loop time
             delay = max(0.0, when - clock.now())
             self._handle = self._loop.call_at(self._loop.time() + delay, self._fire)
+
+    def _fire_from_clock(self) -> None:
+        # A ManualClock fires timers from advance(): run at once when that happens on the
+        # loop's own thread (exact virtual time), else hand over to the loop thread.
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            self._fire()
+        else:
+            self._loop.call_soon_threadsafe(self._fire)
 
     def _fire(self) -> None:
         self._handle = None

@@ -1,0 +1,258 @@
+"""Pipeline entry points, the decorator, the context, listeners."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from typing import Any
+
+import pytest
+
+from buttress import (
+    ConfigurationError,
+    Key,
+    Pipeline,
+    Retry,
+    Timeout,
+    add_listener,
+    backoff,
+    current_context,
+    remove_listener,
+    scope,
+)
+from buttress.events import Event
+from buttress.telemetry import LoggingListener
+from buttress.testing import ManualClock, RecordingListener
+
+retry = Pipeline(Retry(on=ConnectionError, backoff=backoff.none()), name="deco")
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def tick(self) -> int:
+        self.n += 1
+        if self.n == 1:
+            raise ConnectionError
+        return self.n
+
+
+def test_decorated_function_keeps_metadata_and_signature() -> None:
+    def plain(a: int, b: int = 2) -> int:
+        """Add two numbers."""
+        return a + b
+
+    add = retry(plain)
+    assert add(1) == 3
+    assert add.__name__ == "plain"
+    assert add.__doc__ == "Add two numbers."
+    assert add.__wrapped__ is plain  # type: ignore[attr-defined]
+    assert inspect.signature(add) == inspect.signature(plain)
+
+
+def test_decorates_methods_staticmethods_and_classmethods() -> None:
+    class Client:
+        def __init__(self) -> None:
+            self.counter = Counter()
+
+        @retry
+        def method(self) -> int:
+            return self.counter.tick()
+
+        @retry
+        @staticmethod
+        def static(counter: Counter) -> int:
+            return counter.tick()
+
+        @retry
+        @classmethod
+        def klass(cls, counter: Counter) -> tuple[type, int]:
+            return cls, counter.tick()
+
+    client = Client()
+    assert client.method() == 2
+    assert Client.static(Counter()) == 2
+    assert client.static(Counter()) == 2
+    assert Client.klass(Counter()) == (Client, 2)
+
+
+async def test_decorator_picks_async_path_and_methods_work() -> None:
+    class Service:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        @retry
+        async def fetch(self, x: int) -> int:
+            self.calls += 1
+            if self.calls == 1:
+                raise ConnectionError
+            await asyncio.sleep(0)
+            return x * 2
+
+    s = Service()
+    assert inspect.iscoroutinefunction(Service.fetch)
+    assert await s.fetch(21) == 42
+    assert s.calls == 2
+
+
+def test_generator_and_async_generator_functions_are_refused() -> None:
+    def gen() -> Any:
+        yield 1
+
+    async def agen() -> Any:
+        yield 1
+
+    for fn in (gen, agen):
+        with pytest.raises(ConfigurationError) as info:
+            retry(fn)
+        assert "half-consumed stream" in str(info.value)
+        assert "list" in str(info.value)  # says what to do instead
+
+
+def test_call_with_a_coroutine_function_is_a_configuration_error() -> None:
+    async def coro() -> int:
+        return 1  # pragma: no cover
+
+    with pytest.raises(ConfigurationError, match="acall"):
+        retry.call(coro)
+
+
+def test_keyword_arguments_pass_through_even_named_fn() -> None:
+    def f(fn: str, *, args: int) -> tuple[str, int]:
+        return fn, args
+
+    assert retry.call(f, fn="x", args=2) == ("x", 2)
+
+
+def test_pipelines_flatten_and_validate() -> None:
+    inner = Pipeline(Retry(on=OSError), Timeout(1.0))
+    outer = Pipeline(Timeout(5.0), inner, name="outer")
+    assert [type(s).__name__ for s in outer.strategies] == ["Timeout", "Retry", "Timeout"]
+    with pytest.raises(ConfigurationError):
+        Pipeline(lambda: 1)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError):
+        Pipeline(name="")
+    with pytest.raises(ConfigurationError):
+        Pipeline(random=42)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError):
+        Pipeline(listeners=["not callable"])  # type: ignore[list-item]
+
+
+def test_current_context_is_none_outside_and_set_inside() -> None:
+    assert current_context() is None
+    ctx = Pipeline(name="inventory").call(current_context)
+    assert ctx is not None
+    assert ctx.operation_key == "inventory"
+    assert ctx.attempt == 1
+    assert ctx.deadline is None and ctx.remaining() is None
+    assert current_context() is None
+
+
+def test_nested_pipeline_sees_outer_deadline_and_takes_the_earlier(clock: ManualClock) -> None:
+    seen: list[Any] = []
+
+    def read() -> None:
+        ctx = current_context()
+        assert ctx is not None
+        seen.append((ctx.operation_key, ctx.remaining(), ctx.parent is not None))
+
+    inner = Pipeline(name="inner", clock=clock)
+    inner_short = Pipeline(Timeout(1.0), name="short", clock=clock)
+    outer = Pipeline(Timeout(3.0), name="outer", clock=clock)
+
+    def body() -> None:
+        read()
+        inner.call(read)
+        inner_short.call(read)
+
+    outer.call(body)
+    assert seen == [("outer", 3.0, False), ("inner", 3.0, True), ("short", 1.0, True)]
+
+
+def test_typed_properties_and_scope() -> None:
+    tenant = Key[str]("tenant", default="anon")
+    region = Key[str]("region")
+    p = Pipeline(name="p")
+
+    def read() -> tuple[str, str, str | None]:
+        ctx = current_context()
+        assert ctx is not None
+        return ctx.get(tenant), ctx.get(region, "none"), ctx.idempotency_key
+
+    assert p.call(read)[:2] == ("anon", "none")
+    with scope(idempotency_key="k-1", properties={tenant: "acme"}) as outer:
+        assert outer.idempotency_key == "k-1"
+        assert p.call(read) == ("acme", "none", "k-1")
+    with pytest.raises(KeyError):
+        p.call(lambda: current_context().get(region))  # type: ignore[union-attr]
+
+
+def test_scope_deadline_is_inherited(clock: ManualClock) -> None:
+    with scope(timeout=4.0, clock=clock):
+        remaining = Pipeline(clock=clock).call(lambda: current_context().remaining())  # type: ignore[union-attr]
+    assert remaining == 4.0
+
+
+async def test_context_is_isolated_between_concurrent_tasks() -> None:
+    p = Pipeline(Retry(on=ConnectionError, backoff=backoff.none()))
+    keys: dict[int, set[str]] = {}
+
+    async def work(i: int) -> None:
+        for _ in range(3):
+            ctx = current_context()
+            assert ctx is not None
+            keys.setdefault(i, set()).add(ctx.idempotency_key)
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(p.acall(work, i) for i in range(50)))
+    assert all(len(v) == 1 for v in keys.values())
+    assert len({next(iter(v)) for v in keys.values()}) == 50
+
+
+def test_global_listener_reaches_existing_pipelines() -> None:
+    p = Pipeline(Retry(on=ConnectionError, backoff=backoff.none()))
+    rec = RecordingListener()
+    add_listener(rec)
+    try:
+        p.call(Counter().tick)
+    finally:
+        remove_listener(rec)
+    assert "retry.scheduled" in rec.kinds()
+    rec.clear()
+    p.call(Counter().tick)
+    assert rec.kinds() == []
+
+
+def test_raising_listener_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    def bad(event: Event) -> None:
+        raise RuntimeError("listener bug")
+
+    p = Pipeline(Retry(on=ConnectionError, backoff=backoff.none()), listeners=[bad])
+    with caplog.at_level(logging.ERROR, logger="buttress"):
+        for _ in range(3):
+            assert p.call(Counter().tick) == 2
+    assert sum("listener" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_logging_listener_structured_fields(caplog: pytest.LogCaptureFixture) -> None:
+    p = Pipeline(
+        Retry(on=ConnectionError, backoff=backoff.none()),
+        name="orders",
+        listeners=[LoggingListener(level=logging.INFO)],
+    )
+    with caplog.at_level(logging.DEBUG, logger="buttress"):
+        p.call(Counter().tick)
+    scheduled = [r for r in caplog.records if getattr(r, "buttress_event", "") == "retry.scheduled"]
+    assert len(scheduled) == 1
+    record = scheduled[0]
+    assert record.buttress_pipeline == "orders"  # type: ignore[attr-defined]
+    assert record.buttress_delay == 0.0  # type: ignore[attr-defined]
+    assert record.levelno == logging.INFO
+    assert "retry.scheduled" in record.getMessage()
+
+
+def test_repr_mentions_strategies() -> None:
+    text = repr(Pipeline(Retry(on=OSError), Timeout(1.0), name="x"))
+    assert "Retry(" in text and "Timeout(" in text and "name='x'" in text
