@@ -269,7 +269,7 @@ def test_events_describe_every_decision(clock: ManualClock, events: RecordingLis
     )
     with pytest.raises(ConnectionError):
         p.call(f)
-    assert events.kinds() == [
+    assert [k for k in events.kinds() if k.startswith("retry.")] == [
         "retry.attempt", "retry.scheduled",
         "retry.attempt", "retry.scheduled",
         "retry.attempt", "retry.gave_up",
@@ -281,7 +281,7 @@ def test_events_describe_every_decision(clock: ManualClock, events: RecordingLis
     assert events.of_type(AttemptCompleted)[0].outcome == "handled"
     gave_up = events.of_type(RetryGaveUp)[0]
     assert (gave_up.attempts, gave_up.waited, gave_up.reason) == (3, 2.0, "attempts")
-    assert all(e.strategy == "r" for e in events)
+    assert all(e.strategy == "r" for e in events if e.kind.startswith("retry."))
 
 
 def test_raising_listener_does_not_change_the_result(clock: ManualClock) -> None:
