@@ -15,6 +15,14 @@ pipelines (pass the same object):
 Hot-path cost: recording a first-try outcome is one ``next()`` on an `itertools.count`
 (atomic under the GIL, about 40 ns); the arithmetic is settled lazily, under a lock, only
 when a retry asks for a withdrawal.
+
+Shared budgets (``store=``, e.g. `buttress.stores.RedisStore`): first tries are still
+counted locally for free; the count accumulated since the last exchange is handed to the
+store with the next withdrawal, which the store settles atomically on its own clock (one
+round trip per retry or hedge, none per first try). The local balance is kept up to date
+as well and takes over while the store fails (fail-open, the default; ``fail_open=False``
+raises `StoreError` instead). Store events (`StoreFailed`, `StoreRecovered`) go to the
+global listeners (`buttress.add_listener`).
 """
 
 from __future__ import annotations
@@ -26,6 +34,8 @@ from typing import Any
 
 from .._core.validate import check_duration, check_ratio
 from .._exceptions import ConfigurationError
+
+_UNAVAILABLE: Any = object()
 
 __all__ = ["RatioBudget", "RetryBudget", "TokenBucketBudget"]
 
@@ -59,6 +69,44 @@ class RetryBudget:
         """Tokens currently available (retries for `RatioBudget`, tokens for the bucket)."""
         raise NotImplementedError
 
+    # -- shared state (store=) ---------------------------------------------------------------
+    store: Any = None
+    _guard: Any = None
+    _env: Any = None
+    _unsent: float = 0.0
+
+    def _init_store(self, owner: str, store: Any, fail_open: bool, store_retry: Any) -> None:
+        if store is None:
+            return
+        if not (
+            callable(getattr(store, "budget_withdraw", None))
+            and callable(getattr(store, "budget_deposit", None))
+        ):
+            raise ConfigurationError.invalid(
+                owner, "store", store, "None or a BudgetStore (e.g. buttress.stores.RedisStore)"
+            )
+        from .._core.env import Env
+        from .._core.store_guard import StoreGuard
+
+        retry = check_duration(owner, "store_retry", store_retry, strictly_positive=True)
+        self.store = store
+        self._guard = StoreGuard(store, self.name, fail_open=fail_open, retry_interval=retry)
+        self._env = Env(f"budget:{self.name}")
+
+    def _shared(self, now: float, op: str, *args: Any) -> Any:
+        """Run ``store.<op>(name, *args)`` through the guard; `_UNAVAILABLE` on failure."""
+        guard = self._guard
+        if not guard.usable(now):
+            return _UNAVAILABLE
+        try:
+            result = getattr(self.store, op)(self.name, *args)
+        except Exception as exc:
+            guard.failed(self._env, op, exc, now)
+            return _UNAVAILABLE
+        if guard.down:
+            guard.succeeded(self._env, now)
+        return result
+
 
 def _nonneg(owner: str, name: str, value: Any, *, positive: bool = False) -> float:
     if (
@@ -82,14 +130,20 @@ class RatioBudget(RetryBudget):
         ratio: Fraction of recent first attempts that may be retried, 0..1 (default 0.1).
         min_retries_per_second: Floor in retries per second, >= 0 (default 10, Finagle's).
         window: Time constant of "recent" in seconds, > 0 (default 10.0).
-        name: Name used in events and metrics.
+        name: Name used in events and metrics; with a store, also the shared state's key
+            (processes using the same name share one budget).
+        store: A `BudgetStore` (e.g. `buttress.stores.RedisStore`) sharing the balance
+            between processes, or ``None`` (default: this process only).
+        fail_open: With a store: on store errors use the local balance (default ``True``);
+            ``False`` raises `StoreError`.
+        store_retry: Seconds a failed store is skipped before being tried again (default 1).
 
     The balance starts at ``min_retries_per_second * window`` and is
     ``ratio * requests + min_retries_per_second * t`` with every deposit decaying as
     ``exp(-age / window)``; a retry needs one whole token.
 
     Raises:
-        ConfigurationError: Out-of-range value.
+        ConfigurationError: Out-of-range value, or a store without the budget operations.
     """
 
     def __init__(
@@ -99,6 +153,9 @@ class RatioBudget(RetryBudget):
         min_retries_per_second: float = 10.0,
         window: float = 10.0,
         name: str = "retry-budget",
+        store: Any = None,
+        fail_open: bool = True,
+        store_retry: float = 1.0,
     ) -> None:
         owner = "RatioBudget"
         self.ratio = check_ratio(owner, "ratio", ratio)
@@ -114,6 +171,7 @@ class RatioBudget(RetryBudget):
         self._last_time: float | None = None
         self._balance = self.min_retries_per_second * self.window
         self._lock = threading.Lock()
+        self._init_store(owner, store, fail_open, store_retry)
 
     def record_first_try(self, success: bool) -> None:
         """Count one request (both outcomes count as requests)."""
@@ -124,6 +182,7 @@ class RatioBudget(RetryBudget):
         self._settles += 1
         delta = total - self._last_total
         self._last_total = total
+        self._unsent += delta
         last = self._last_time
         self._last_time = now
         elapsed = 0.0 if last is None else max(0.0, now - last)
@@ -136,18 +195,36 @@ class RatioBudget(RetryBudget):
             self._balance += deposit
 
     def try_withdraw(self, now: float, *, timeout: bool = False) -> bool:
-        """Take one retry's worth (1 token) if available."""
+        """Take one retry's worth (1 token) if available (from the store when shared).
+
+        Raises:
+            StoreError: The store failed and the budget is fail-closed.
+        """
         with self._lock:
             self._settle(now)
+            if self.store is not None:
+                params = (self.ratio, self.min_retries_per_second, self.window)
+                got = self._shared(now, "budget_withdraw", "ratio", params, self._unsent, 1.0)
+                if got is not _UNAVAILABLE:
+                    self._unsent = 0.0
+                    if got[0]:
+                        self._balance = max(0.0, self._balance - 1.0)
+                    return bool(got[0])
             if self._balance >= 1.0:
                 self._balance -= 1.0
                 return True
             return False
 
     def level(self, now: float) -> float:
-        """Retries currently available (a float; one retry needs >= 1)."""
+        """Retries currently available (a float; one retry needs >= 1; shared if a store)."""
         with self._lock:
             self._settle(now)
+            if self.store is not None:
+                params = (self.ratio, self.min_retries_per_second, self.window)
+                got = self._shared(now, "budget_deposit", "ratio", params, self._unsent)
+                if got is not _UNAVAILABLE:
+                    self._unsent = 0.0
+                    return float(got)
             return self._balance
 
     def __repr__(self) -> str:
@@ -165,10 +242,16 @@ class TokenBucketBudget(RetryBudget):
         retry_cost: Tokens a retry takes, >= 0 (default 5).
         timeout_cost: Tokens a retry after a `TimeoutError` takes, >= 0 (default 10).
         success_refund: Tokens a first-try success returns, >= 0 (default 1).
-        name: Name used in events and metrics.
+        name: Name used in events and metrics; with a store, also the shared state's key
+            (processes using the same name share one budget).
+        store: A `BudgetStore` (e.g. `buttress.stores.RedisStore`) sharing the balance
+            between processes, or ``None`` (default: this process only).
+        fail_open: With a store: on store errors use the local balance (default ``True``);
+            ``False`` raises `StoreError`.
+        store_retry: Seconds a failed store is skipped before being tried again (default 1).
 
     Raises:
-        ConfigurationError: Out-of-range value.
+        ConfigurationError: Out-of-range value, or a store without the budget operations.
     """
 
     def __init__(
@@ -179,6 +262,9 @@ class TokenBucketBudget(RetryBudget):
         timeout_cost: float = 10.0,
         success_refund: float = 1.0,
         name: str = "retry-budget",
+        store: Any = None,
+        fail_open: bool = True,
+        store_retry: float = 1.0,
     ) -> None:
         owner = "TokenBucketBudget"
         self.capacity = _nonneg(owner, "capacity", capacity, positive=True)
@@ -192,6 +278,7 @@ class TokenBucketBudget(RetryBudget):
         self._last_total = 0
         self._balance = self.capacity
         self._lock = threading.Lock()
+        self._init_store(owner, store, fail_open, store_retry)
 
     def record_first_try(self, success: bool) -> None:
         """A first-try success refunds ``success_refund`` (applied lazily)."""
@@ -205,12 +292,22 @@ class TokenBucketBudget(RetryBudget):
         self._last_total = total
         if delta:
             self._balance = min(self.capacity, self._balance + delta * self.success_refund)
+            self._unsent += delta * self.success_refund
 
     def try_withdraw(self, now: float, *, timeout: bool = False) -> bool:
         """Take ``retry_cost`` (or ``timeout_cost``) tokens if that many are left."""
         cost = self.timeout_cost if timeout else self.retry_cost
         with self._lock:
             self._settle()
+            if self.store is not None:
+                got = self._shared(
+                    now, "budget_withdraw", "bucket", (self.capacity,), self._unsent, cost
+                )
+                if got is not _UNAVAILABLE:
+                    self._unsent = 0.0
+                    if got[0]:
+                        self._balance = max(0.0, self._balance - cost)
+                    return bool(got[0])
             if self._balance >= cost:
                 self._balance -= cost
                 return True
@@ -222,11 +319,18 @@ class TokenBucketBudget(RetryBudget):
         with self._lock:
             self._settle()
             self._balance = min(self.capacity, self._balance + cost)
+            if self.store is not None:
+                self._unsent += cost  # handed to the store with the next exchange
 
     def level(self, now: float) -> float:
-        """Tokens available now."""
+        """Tokens available now (shared if a store)."""
         with self._lock:
             self._settle()
+            if self.store is not None:
+                got = self._shared(now, "budget_deposit", "bucket", (self.capacity,), self._unsent)
+                if got is not _UNAVAILABLE:
+                    self._unsent = 0.0
+                    return float(got)
             return self._balance
 
     def __repr__(self) -> str:

@@ -45,6 +45,7 @@ from typing import Any, TypeVar, cast, overload
 from .._core.clock import Clock
 from .._core.env import Env, Listener
 from .._core.invoke import ainvoke, invoke
+from .._core.store_guard import StoreGuard
 from .._core.validate import check_count, check_duration, check_optional_duration, check_ratio
 from .._exceptions import ConfigurationError
 from .._state.cache import (
@@ -58,7 +59,6 @@ from .._state.cache import (
     jittered_ttl,
 )
 from ..events import CacheHit, CacheMiss, CacheRefreshed, CacheStaleServed
-from ..stores.guard import StoreGuard
 from ..stores.serializers import resolve_serializer
 from ..typing import AsyncStep, SyncStep
 

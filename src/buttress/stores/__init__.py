@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .._core.store_guard import StoreGuard
 from .base import BudgetStore, CacheRecord, CacheStore
-from .guard import StoreGuard
 from .memory import MemoryBudgetStore, MemoryCacheStore
 from .serializers import JsonSerializer, PickleSerializer, Serializer
 

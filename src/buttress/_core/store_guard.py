@@ -20,9 +20,9 @@ import logging
 import threading
 from typing import Any
 
-from .._core.env import Env
 from .._exceptions import StoreError
 from ..events import StoreFailed, StoreRecovered
+from .env import Env
 
 __all__ = ["StoreGuard"]
 
