@@ -9,6 +9,7 @@ EXPECTED = [
     "BulkheadFullError",
     "ButtressError",
     "CacheAside",
+    "CircuitBreaker",
     "CircuitIsolatedError",
     "CircuitOpenError",
     "Clock",

@@ -42,6 +42,7 @@ from ._exceptions import (
 from ._state.budget import RatioBudget, RetryBudget, TokenBucketBudget
 from ._strategies.bulkhead import Bulkhead
 from ._strategies.cache import CacheAside, cached
+from ._strategies.circuit_breaker import CircuitBreaker
 from ._strategies.fallback import Fallback
 from ._strategies.faults import InjectFault, InjectLatency, InjectResult
 from ._strategies.retry import Retry
@@ -55,6 +56,7 @@ __all__ = [
     "BulkheadFullError",
     "ButtressError",
     "CacheAside",
+    "CircuitBreaker",
     "CircuitIsolatedError",
     "CircuitOpenError",
     "Clock",

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .._core.store_guard import StoreGuard
-from .base import BudgetStore, CacheRecord, CacheStore
-from .memory import MemoryBudgetStore, MemoryCacheStore
+from .base import BudgetStore, CacheRecord, CacheStore, Circuit, CircuitStore, FastCircuit
+from .memory import MemoryBudgetStore, MemoryCacheStore, MemoryCircuit, MemoryCircuitStore
 from .serializers import JsonSerializer, PickleSerializer, Serializer
 
 if TYPE_CHECKING:
@@ -20,9 +20,14 @@ __all__ = [
     "BudgetStore",
     "CacheRecord",
     "CacheStore",
+    "Circuit",
+    "CircuitStore",
+    "FastCircuit",
     "JsonSerializer",
     "MemoryBudgetStore",
     "MemoryCacheStore",
+    "MemoryCircuit",
+    "MemoryCircuitStore",
     "PickleSerializer",
     "RedisStore",
     "Serializer",

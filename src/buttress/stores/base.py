@@ -11,12 +11,20 @@ Every store exposes ``description`` (for events and logs; never credentials).
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+import random
+from collections.abc import Callable, Hashable
+from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
+
+from .._state.circuit import Admission, CircuitPolicy, CircuitSnapshot
 
 __all__ = [
     "BudgetStore",
     "CacheRecord",
     "CacheStore",
+    "Circuit",
+    "CircuitAction",
+    "CircuitStore",
+    "FastCircuit",
 ]
 
 
@@ -149,4 +157,148 @@ class BudgetStore(Protocol):
         self, name: str, kind: str, params: tuple[float, ...], deposit: float
     ) -> float:
         """Add ``deposit`` (a refund); returns the balance."""
+        ...
+
+
+# -- circuit breaker ---------------------------------------------------------------------------
+
+# Circuit breakers.
+#
+# A `CircuitStore` hands out one `Circuit` per (breaker name, partition key). A `Circuit`
+# offers atomic operations over the pure `buttress._state.circuit.CircuitState` machine:
+#
+# * ``try_acquire(now, rng) -> Admission``: may a call start? (may move open -> half_open,
+#   takes a trial slot in half-open, or rejects with ``retry_after``);
+# * ``record(token, failed, duration, now, rng) -> CircuitSnapshot``: the outcome of a call
+#   admitted with ``token``; returns the snapshot after the update, whose
+#   ``previous_state`` is set when the outcome changed the state;
+# * ``release(token, now)``: a trial ended without a verdict (cancelled, unhandled
+#   exception): give its slot back;
+# * ``snapshot(now)`` and ``transition(action, now)`` (``"isolate"``, ``"close"``,
+#   ``"reset"``) for reading and manual control;
+# * the same five as coroutines (``atry_acquire``, ``arecord``, ``arelease``,
+#   ``asnapshot``, ``atransition``) for the async flow of a store doing I/O.
+#
+# Each operation must be atomic with respect to every other holder of the same circuit
+# (a lock in memory; a script or compare-and-set on a shared server). ``now`` is the
+# caller's monotonic clock reading; a store shared between processes should use its own
+# time source (the Redis server's ``TIME``) instead, consistently for all operations, and
+# may ignore ``now``. ``rng`` is the pipeline's random source, used only by a jittered
+# break schedule. ``token`` is `Admission.token` (the state's generation at admission):
+# outcomes carrying another generation are ignored by the state machine.
+#
+# Local circuits (``CircuitStore.local`` is ``True``) also implement `FastCircuit`, which
+# lets the strategy run a closed breaker's happy path without a lock or an allocation.
+
+CircuitAction = Literal["isolate", "close", "reset"]
+"""Manual transitions: hold open, close (keeping the open history), or reset fully."""
+
+
+@runtime_checkable
+class Circuit(Protocol):
+    """One breaker's state (one partition key), with atomic operations."""
+
+    def try_acquire(self, now: float, rng: random.Random | None = None) -> Admission:
+        """Decide whether a call may start at ``now`` (see `CircuitState.try_acquire`)."""
+        ...
+
+    def record(
+        self,
+        token: int,
+        failed: bool,
+        duration: float | None,
+        now: float,
+        rng: random.Random | None = None,
+    ) -> CircuitSnapshot:
+        """Record an outcome and return the snapshot after it.
+
+        Args:
+            token: `Admission.token` of the call.
+            failed: ``True`` when the breaker's ``on=`` handled the outcome.
+            duration: Seconds the call took, or ``None`` when not measured.
+            now: Time of the outcome (seconds).
+            rng: Random source for a jittered break schedule.
+        """
+        ...
+
+    def release(self, token: int, now: float) -> None:
+        """Give back a half-open trial slot without a verdict."""
+        ...
+
+    def snapshot(self, now: float) -> CircuitSnapshot:
+        """The state at ``now``."""
+        ...
+
+    def transition(self, action: CircuitAction, now: float) -> CircuitSnapshot:
+        """Apply a manual transition; ``previous_state`` is set if the state changed."""
+        ...
+
+    async def atry_acquire(self, now: float, rng: random.Random | None = None) -> Admission:
+        """Async `try_acquire`."""
+        ...
+
+    async def arecord(
+        self,
+        token: int,
+        failed: bool,
+        duration: float | None,
+        now: float,
+        rng: random.Random | None = None,
+    ) -> CircuitSnapshot:
+        """Async `record`."""
+        ...
+
+    async def arelease(self, token: int, now: float) -> None:
+        """Async `release`."""
+        ...
+
+    async def asnapshot(self, now: float) -> CircuitSnapshot:
+        """Async `snapshot`."""
+        ...
+
+    async def atransition(self, action: CircuitAction, now: float) -> CircuitSnapshot:
+        """Async `transition`."""
+        ...
+
+
+@runtime_checkable
+class FastCircuit(Circuit, Protocol):
+    """A `Circuit` in this process whose closed happy path needs no lock.
+
+    Attributes:
+        closed_gen: The generation while the breaker is closed, ``-1`` otherwise. The
+            strategy reads it before the call; a call admitted this way is reported with
+            ``record(closed_gen, ...)`` when it fails or is slow.
+        batch_until: Clock reading before which a plain success may be counted with
+            `count_success` (``inf`` for a count window; the newest bucket's end for a
+            time window). Later successes go through ``record``.
+        count_success: Count one plain success of the current closed epoch (atomic,
+            lock-free, e.g. ``itertools.count().__next__``); folded into the window
+            before any other operation.
+    """
+
+    closed_gen: int
+    batch_until: float
+    count_success: Callable[[], object]
+
+
+@runtime_checkable
+class CircuitStore(Protocol):
+    """Hands out the `Circuit` of a breaker (and partition key).
+
+    Attributes:
+        local: ``True`` when circuits live in this process and implement `FastCircuit`.
+    """
+
+    local: bool
+
+    def circuit(self, name: str, key: Hashable | None, policy: CircuitPolicy) -> Circuit:
+        """The circuit of breaker ``name`` for ``key`` (``None`` for an unkeyed breaker).
+
+        Called once per breaker (or once per key, when the key enters the breaker's LRU
+        of keys); the breaker keeps the object. A shared store keys its data by ``name``
+        and ``key`` so that every process sees the same circuit, and must bound its own
+        memory (for example with expiry), since evicting a key locally forgets only the
+        local handle.
+        """
         ...

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 from .._core.clock import SYSTEM_CLOCK, Clock
-from .base import CacheRecord
+from .._state.circuit import CLOSED, Admission, CircuitPolicy, CircuitSnapshot, CircuitState
+from .base import CacheRecord, CircuitAction
 
-__all__ = ["MemoryBudgetStore", "MemoryCacheStore"]
+__all__ = ["MemoryBudgetStore", "MemoryCacheStore", "MemoryCircuit", "MemoryCircuitStore"]
 
 
 class _Subscription:
@@ -225,3 +227,171 @@ class MemoryBudgetStore:
 
     def __repr__(self) -> str:
         return "MemoryBudgetStore()"
+
+
+# -- circuit breaker ---------------------------------------------------------------------------
+
+
+class MemoryCircuit:
+    """One breaker's state in this process (implements `FastCircuit`).
+
+    Args:
+        policy: The breaker's thresholds.
+
+    Attributes:
+        state: The wrapped `CircuitState` (read it only under ``lock``).
+        lock: The lock serialising every operation.
+    """
+
+    __slots__ = (
+        "_ok",
+        "_ok_base",
+        "batch_until",
+        "closed_gen",
+        "count_success",
+        "lock",
+        "state",
+    )
+
+    def __init__(self, policy: CircuitPolicy) -> None:
+        self.state = CircuitState(policy)
+        self.lock = threading.Lock()
+        self._ok = itertools.count()
+        self._ok_base = 0
+        self.count_success = self._ok.__next__
+        self.closed_gen = 0
+        self.batch_until = math.inf if policy.window is not None else -math.inf
+
+    # -- internals (call with the lock held) --------------------------------------------
+
+    def _fold(self, now: float) -> None:
+        seen = next(self._ok)
+        pending = seen - self._ok_base
+        self._ok_base = seen + 1
+        if pending:
+            self.state.add_successes(pending, now)
+
+    def _publish(self, now: float) -> None:
+        state = self.state
+        if state.state == CLOSED:
+            self.batch_until = state.batch_until(now)
+            self.closed_gen = state.generation
+        else:
+            self.closed_gen = -1
+
+    # -- Circuit protocol ------------------------------------------------------------------
+
+    def try_acquire(self, now: float, rng: random.Random | None = None) -> Admission:
+        """See `buttress.stores.base.Circuit.try_acquire`."""
+        with self.lock:
+            self._fold(now)
+            admission = self.state.try_acquire(now, rng)
+            if admission.previous_state is not None:
+                self._publish(now)
+            return admission
+
+    def record(
+        self,
+        token: int,
+        failed: bool,
+        duration: float | None,
+        now: float,
+        rng: random.Random | None = None,
+    ) -> CircuitSnapshot:
+        """See `buttress.stores.base.Circuit.record`."""
+        with self.lock:
+            self._fold(now)
+            previous = self.state.record(token, failed, duration, now, rng)
+            self._publish(now)
+            return self.state.snapshot(now, previous)
+
+    def record_fast(
+        self,
+        token: int,
+        failed: bool,
+        duration: float | None,
+        now: float,
+        rng: random.Random | None = None,
+    ) -> str | None:
+        """Like `record`, but return only the previous state name on a change (no
+        snapshot allocation; the strategy's failure path uses it)."""
+        with self.lock:
+            self._fold(now)
+            previous = self.state.record(token, failed, duration, now, rng)
+            self._publish(now)
+            return previous
+
+    def release(self, token: int, now: float) -> None:
+        """See `buttress.stores.base.Circuit.release`."""
+        with self.lock:
+            self.state.release(token, now)
+
+    def snapshot(self, now: float) -> CircuitSnapshot:
+        """See `buttress.stores.base.Circuit.snapshot`."""
+        with self.lock:
+            self._fold(now)
+            return self.state.snapshot(now)
+
+    def transition(self, action: CircuitAction, now: float) -> CircuitSnapshot:
+        """See `buttress.stores.base.Circuit.transition`."""
+        with self.lock:
+            self._fold(now)
+            state = self.state
+            if action == "isolate":
+                previous = state.isolate(now)
+            elif action == "close":
+                previous = state.close(now)
+            elif action == "reset":
+                previous = state.reset(now)
+            else:
+                raise ValueError(f"unknown circuit action {action!r}")
+            self._publish(now)
+            return state.snapshot(now, previous)
+
+    async def atry_acquire(self, now: float, rng: random.Random | None = None) -> Admission:
+        """Async `try_acquire` (no I/O: runs inline)."""
+        return self.try_acquire(now, rng)
+
+    async def arecord(
+        self,
+        token: int,
+        failed: bool,
+        duration: float | None,
+        now: float,
+        rng: random.Random | None = None,
+    ) -> CircuitSnapshot:
+        """Async `record` (no I/O: runs inline)."""
+        return self.record(token, failed, duration, now, rng)
+
+    async def arelease(self, token: int, now: float) -> None:
+        """Async `release` (no I/O: runs inline)."""
+        self.release(token, now)
+
+    async def asnapshot(self, now: float) -> CircuitSnapshot:
+        """Async `snapshot` (no I/O: runs inline)."""
+        return self.snapshot(now)
+
+    async def atransition(self, action: CircuitAction, now: float) -> CircuitSnapshot:
+        """Async `transition` (no I/O: runs inline)."""
+        return self.transition(action, now)
+
+    def __repr__(self) -> str:
+        return f"MemoryCircuit({self.state!r})"
+
+
+class MemoryCircuitStore:
+    """In-process state (the default store of every stateful strategy).
+
+    Holds nothing itself: each breaker keeps the circuits it is handed (one, or one per
+    key in its bounded LRU of keys), so memory is bounded by the breakers' ``max_keys``.
+    """
+
+    local = True
+    description = "memory"
+
+    def circuit(self, name: str, key: Hashable | None, policy: CircuitPolicy) -> MemoryCircuit:
+        """A fresh `MemoryCircuit` for breaker ``name`` and ``key``."""
+        return MemoryCircuit(policy)
+
+    def __repr__(self) -> str:
+        return "MemoryCircuitStore()"
