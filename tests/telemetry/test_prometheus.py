@@ -86,7 +86,9 @@ def test_strategy_events_and_gauges(clock: ManualClock) -> None:
         CacheMiss(pipeline="p", strategy="c", time=0, key="j"),
     ):
         listener(event)
-    Pipeline(Retry(on=ValueError, name="x"), name="prom-gauge", clock=clock).call(lambda: 1)
+    # keep a reference: gauges are weakly registered and must not vanish before the scrape
+    pipeline = Pipeline(Retry(on=ValueError, name="x"), name="prom-gauge", clock=clock)
+    pipeline.call(lambda: 1)
     s = _samples(registry)
     assert s["buttress_rejections_total"] == [
         ({"pipeline": "p", "strategy": "bh", "reason": "bulkhead_full"}, 1.0)
@@ -103,6 +105,7 @@ def test_strategy_events_and_gauges(clock: ManualClock) -> None:
         v for labels, v in s["buttress_retry_budget_level"] if labels["pipeline"] == "prom-gauge"
     ]
     assert levels == [pytest.approx(100.1)]
+    del pipeline
 
 
 def test_same_registry_twice_shares_metrics(clock: ManualClock) -> None:
