@@ -31,6 +31,7 @@ from .balancers import (
 from .endpoint import Endpoint, EndpointGroup, MembershipError
 from .health import HealthCheck
 from .outlier import OutlierDetector
+from .replica import PrimaryUnavailableError, ReplicaSet
 from .router import NoEndpointAvailableError, Router
 from .strategy import ENDPOINT, LoadBalance, current_endpoint
 
@@ -48,7 +49,9 @@ __all__ = [
     "NoEndpointAvailableError",
     "OutlierDetector",
     "PeakEwma",
+    "PrimaryUnavailableError",
     "RandomChoice",
+    "ReplicaSet",
     "RoundRobin",
     "Router",
     "current_endpoint",

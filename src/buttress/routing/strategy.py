@@ -173,6 +173,7 @@ class LoadBalance:
         self._env: Env | None = None
         self._schedule = ProbeSchedule(health) if health is not None else None
         self._next_refresh = -math.inf
+        self._lag_exempt: frozenset[str] = frozenset()
 
     def __repr__(self) -> str:
         return (
@@ -457,7 +458,9 @@ class LoadBalance:
         router = self.router
         with router.lock:
             router.set_health(state, health.record(state, ok), now)
-            if lag is not None or self.max_lag is not None:
+            if ok and state.name in self._lag_exempt:
+                lag = 0.0 if lag is None else lag
+            if ok and (lag is not None or self.max_lag is not None):
                 router.set_lag(state, lag, self.max_lag)
             if ok and state.ejected_until is not None:
                 router.readmit(state, now)
