@@ -483,3 +483,17 @@ def test_one_breaker_shared_by_two_pipelines_shares_state(clock: ManualClock) ->
     p2 = Pipeline(Retry(on=OSError, budget=None), b, clock=clock, name="two")
     outcome(p1, fail)
     assert isinstance(outcome(p2, lambda: "ok"), CircuitOpenError)
+
+
+def test_state_gauge_is_one_hot(clock: ManualClock) -> None:
+    from buttress._core.gauges import gauge_readings
+
+    b = CircuitBreaker(consecutive_failures=1, name="gauge-cb")
+    p = Pipeline(b, clock=clock, name="gauged")
+    outcome(p, fail)
+    readings = {
+        r[2]["state"]: r[1]
+        for r in gauge_readings()
+        if r[0] == "buttress.circuit.state" and r[2]["strategy"] == "gauge-cb"
+    }
+    assert readings == {"closed": 0.0, "open": 1.0, "half_open": 0.0, "isolated": 0.0}

@@ -27,6 +27,7 @@ from typing import Any
 from .._core.clock import SYSTEM_CLOCK, Clock
 from .._core.context import CURRENT, Context, materialize
 from .._core.env import Env
+from .._core.gauges import register_gauge
 from .._core.handle import Handle, HandleLike, compile_handle, on_exception
 from .._core.invoke import ainvoke, invoke
 from .._core.validate import check_count
@@ -37,7 +38,7 @@ from .._exceptions import (
     RejectedError,
     TimeoutRejectedError,
 )
-from .._state.circuit import Admission, CircuitPolicy, CircuitSnapshot
+from .._state.circuit import STATE_NAMES, Admission, CircuitPolicy, CircuitSnapshot
 from .._state.partitions import Partitions
 from ..backoff import Backoff
 from ..events import CallRejected, CircuitStateChanged
@@ -130,6 +131,7 @@ class CircuitBreaker:
     """
 
     __slots__ = (
+        "__weakref__",
         "_all_isolated",
         "_cell",
         "_clock",
@@ -404,6 +406,8 @@ class CircuitBreaker:
     def _bind(self, env: Env) -> None:
         self._clock = env.clock
         self._envs.add(env)
+        if self._parts is None:
+            register_gauge(self, env.name, env.clock, _read_state)
 
     def _key_of(self) -> Hashable:
         record = CURRENT.get()
@@ -695,3 +699,19 @@ class CircuitBreaker:
         snap = await cell.arecord(token, failed, duration, now, env.random)
         if snap.previous_state is not None and env.listeners:
             self._emit_change(env, key, snap.previous_state, snap.state, snap, now)
+
+
+def _read_state(breaker: CircuitBreaker, now: float) -> list[tuple[str, float, dict[str, str]]]:
+    """Gauge reader: ``buttress.circuit.state``, one-hot over the four states (unkeyed
+    breakers only: per-key breakers would make one series per key)."""
+    cell = breaker._cell
+    assert cell is not None
+    state = cell.snapshot(now).state
+    return [
+        (
+            "buttress.circuit.state",
+            1.0 if name == state else 0.0,
+            {"strategy": breaker.name, "state": name},
+        )
+        for name in STATE_NAMES
+    ]
