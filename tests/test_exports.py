@@ -16,6 +16,7 @@ EXPECTED = [
     "ConfigurationError",
     "Context",
     "Fallback",
+    "Hedge",
     "InjectFault",
     "InjectLatency",
     "InjectResult",

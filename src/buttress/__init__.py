@@ -45,6 +45,7 @@ from ._strategies.cache import CacheAside, cached
 from ._strategies.circuit_breaker import CircuitBreaker
 from ._strategies.fallback import Fallback
 from ._strategies.faults import InjectFault, InjectLatency, InjectResult
+from ._strategies.hedge import Hedge
 from ._strategies.retry import Retry
 from ._strategies.timeout import Timeout
 from .routing.strategy import LoadBalance
@@ -63,6 +64,7 @@ __all__ = [
     "ConfigurationError",
     "Context",
     "Fallback",
+    "Hedge",
     "InjectFault",
     "InjectLatency",
     "InjectResult",

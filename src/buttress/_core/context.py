@@ -13,6 +13,7 @@ so the idempotency key and properties stay identical across attempts.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, overload
@@ -38,6 +39,7 @@ CURRENT: ContextVar[Record | None] = ContextVar("buttress.context", default=None
 """The record of the innermost running pipeline execution (private)."""
 
 _MISSING: Any = object()
+_key_lock = threading.RLock()
 
 
 class Key(Generic[T]):
@@ -134,8 +136,14 @@ class Context:
         """
         key = self._idempotency_key
         if key is None:
-            key = self.parent.idempotency_key if self.parent is not None else uuid.uuid4().hex
-            self._idempotency_key = key
+            # Concurrent attempts (hedging threads) may ask at the same time: generate
+            # under a lock so every attempt of one call sees the same key.
+            with _key_lock:
+                key = self._idempotency_key
+                if key is None:
+                    parent = self.parent
+                    key = parent.idempotency_key if parent is not None else uuid.uuid4().hex
+                    self._idempotency_key = key
         return key
 
     @overload

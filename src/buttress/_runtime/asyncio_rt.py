@@ -21,11 +21,14 @@ import itertools
 import math
 import sys
 import threading
+from collections import deque
+from collections.abc import Awaitable, Callable
+from types import TracebackType
 from typing import Any
 
 from .._core.clock import SYSTEM_CLOCK, Clock, ManualClock
 
-__all__ = ["AsyncioRuntime", "AsyncioWaiter", "DeadlineHeap"]
+__all__ = ["AsyncioRace", "AsyncioRuntime", "AsyncioWaiter", "DeadlineHeap"]
 
 # entry slots: a list [task or None, fired, done]
 _TASK = 0
@@ -236,6 +239,126 @@ class AsyncioRuntime:
         # our timer cancelled the task: take our cancellation request back
         mine: bool = task.uncancel() <= cancelling
         return mine and isinstance(exc, asyncio.CancelledError)
+
+    # -- racing attempts (hedging) ---------------------------------------------------------
+    def race(self) -> AsyncioRace:
+        """A new `AsyncioRace` on this runtime's clock (see `AsyncRace`)."""
+        return AsyncioRace(self.clock)
+
+
+# -- racing attempts (hedging) ---------------------------------------------------------------
+
+
+class AsyncioRace:
+    """`AsyncRace` on asyncio: one task per attempt, one future to wake the owner.
+
+    Per race: one `asyncio.Task` and one done-callback per attempt, one future per `wait`
+    that has to suspend, and one timer (a loop handle, or a `ManualClock` timer) per `wait`
+    with a deadline. Done-callbacks always retrieve the attempt's exception, so asyncio
+    never logs "exception was never retrieved" for an abandoned loser.
+    """
+
+    __slots__ = ("_clock", "_closed", "_done", "_index", "_loop", "_tasks", "_waiter")
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._loop: Any = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._index: dict[asyncio.Task[Any], int] = {}
+        self._done: deque[asyncio.Task[Any]] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed = False
+
+    async def __aenter__(self) -> AsyncioRace:
+        self._loop = _get_running_loop()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._closed = True
+        self._done.clear()
+        pending = [task for task in self._tasks if not task.done()]
+        if pending:
+            for task in pending:
+                task.cancel()
+            # A second cancellation of the owner stops this wait; the attempts, already
+            # cancelled, then finish in the background (their errors are retrieved).
+            await asyncio.wait(pending)
+
+    def start(self, attempt: Callable[[], Awaitable[Any]]) -> int:
+        index = len(self._tasks)
+        awaitable = attempt()
+        coro = awaitable if _iscoroutine(awaitable) else _await(awaitable)
+        task = self._loop.create_task(coro)
+        self._tasks.append(task)
+        self._index[task] = index
+        task.add_done_callback(self._finished)
+        return index
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        if not task.cancelled():
+            task.exception()  # mark retrieved
+        if self._closed:
+            return
+        self._done.append(task)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait(self, deadline: float | None) -> tuple[int, Any, BaseException | None] | None:
+        done = self._done
+        if not done:
+            clock = self._clock
+            if deadline is None:
+                if all(task.done() for task in self._tasks):
+                    raise RuntimeError("AsyncioRace.wait: no attempt left to wait for")
+            elif clock.now() >= deadline:
+                return None
+            waiter: asyncio.Future[None] = self._loop.create_future()
+            self._waiter = waiter
+            timer = None if deadline is None else self._arm(deadline, waiter)
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+                if timer is not None:
+                    timer.cancel()
+            if not done:
+                return None
+        task = done.popleft()
+        index = self._index[task]
+        try:
+            value = task.result()
+        except BaseException as exc:  # reported, never handled here
+            return (index, None, exc)
+        return (index, value, None)
+
+    def _arm(self, deadline: float, waiter: asyncio.Future[None]) -> Any:
+        def wake() -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+
+        clock = self._clock
+        loop = self._loop
+        if clock is SYSTEM_CLOCK:
+            return loop.call_at(deadline, wake)
+        if isinstance(clock, ManualClock):
+            handle = clock.call_at(deadline, lambda: loop.call_soon_threadsafe(wake))
+            if clock.now() >= deadline:  # advanced while registering: fire now
+                loop.call_soon(wake)
+            return handle
+        return loop.call_later(max(0.0, deadline - clock.now()), wake)
+
+
+_iscoroutine = asyncio.iscoroutine
+
+
+async def _await(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
 
 
 _get_running_loop = asyncio.get_running_loop

@@ -36,11 +36,21 @@ Contract, identical for `SyncWaiter` and `AsyncWaiter`:
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from types import TracebackType
 from typing import Any, Protocol
 
 from .._core.clock import Clock
 
-__all__ = ["AsyncRuntime", "AsyncWaiter", "SyncRuntime", "SyncWaiter"]
+__all__ = [
+    "AsyncRace",
+    "AsyncRuntime",
+    "AsyncWaiter",
+    "Finished",
+    "SyncRace",
+    "SyncRuntime",
+    "SyncWaiter",
+]
 
 
 class SyncWaiter(Protocol):
@@ -78,6 +88,10 @@ class SyncRuntime(Protocol):
 
     def waiter(self) -> SyncWaiter:
         """A new un-woken `SyncWaiter` for the calling thread."""
+
+    # -- racing attempts (hedging) ---------------------------------------------------------
+    def race(self) -> SyncRace:
+        """A new `SyncRace`: run attempts on worker threads and wait for the first ones."""
         ...
 
 
@@ -130,4 +144,114 @@ class AsyncRuntime(Protocol):
         Raises:
             RuntimeError: Called outside a running task of this runtime.
         """
+        ...
+
+    # -- racing attempts (hedging) ---------------------------------------------------------
+    def race(self) -> AsyncRace:
+        """A new `AsyncRace`, to be entered with ``async with`` in the current task."""
+        ...
+
+
+# -- racing attempts (hedging) -------------------------------------------------------------
+# Kept in its own section: the waiting primitives (semaphores, events) live elsewhere.
+
+Finished = tuple[int, Any, BaseException | None]
+"""One finished attempt, as `AsyncRace.wait` / `SyncRace.wait` report it:
+``(index, value, error)``. ``index`` is what `start` returned; ``error`` is ``None`` for a
+returned ``value``, else whatever the attempt raised (any `BaseException`, including a
+cancellation the race did not cause itself)."""
+
+
+class AsyncRace(Protocol):
+    """Concurrent attempts owned by one task: the capability `Hedge` needs.
+
+    Use::
+
+        async with runtime.race() as race:
+            race.start(attempt)                 # runs concurrently from now on
+            finished = await race.wait(deadline)
+            ...                                 # decide, maybe start more attempts
+        # leaving the block: every attempt still running is cancelled and awaited
+
+    Rules every implementation (asyncio, trio, the lab's simulator) follows:
+
+    * `start` runs ``attempt()`` as a new concurrent task, in a **copy of the contextvars**
+      of the task that called `start` (so ``buttress.current_context()`` and the runtime
+      override carry over, and a context variable set inside the attempt stays inside it).
+      Indexes are 0, 1, 2... in start order. An attempt cancelled before it ever ran never
+      calls ``attempt`` at all.
+    * `wait` reports each finished attempt exactly once, in completion order.
+    * Leaving the ``async with`` block cancels every attempt still running **and waits for
+      them to stop** (structured concurrency: nothing outlives the block). Results of
+      attempts cancelled that way are never reported. Exceptions are never suppressed,
+      and the block itself must not raise an `Exception` (trio would wrap it in an
+      exception group): decide inside, raise after the block.
+    * A cancellation of the owning task (an enclosing timeout, the caller giving up)
+      interrupts `wait` and then cancels the attempts as above.
+    * An attempt's own cancellation machinery (an inner `Timeout`) is independent: the
+      race cancels an attempt only by leaving the block, and an attempt's inner timeout
+      never cancels the race's owner or its siblings.
+    """
+
+    async def __aenter__(self) -> AsyncRace:
+        """Open the race (trio: opens a nursery)."""
+        ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Cancel every attempt still running and wait until all have stopped."""
+        ...
+
+    def start(self, attempt: Callable[[], Awaitable[Any]]) -> int:
+        """Start ``attempt()`` concurrently; returns its index."""
+        ...
+
+    async def wait(self, deadline: float | None) -> Finished | None:
+        """The next finished attempt, or ``None`` once the clock reaches ``deadline``.
+
+        Args:
+            deadline: Absolute time in the pipeline clock's seconds, or ``None`` to wait
+                for the next attempt however long it takes. A deadline already passed
+                returns ``None`` at once when no finished attempt is waiting.
+
+        Raises:
+            RuntimeError: ``deadline`` is ``None`` and no attempt is left to report.
+        """
+        ...
+
+
+class SyncRace(Protocol):
+    """The blocking counterpart of `AsyncRace`, over worker threads.
+
+    Same rules as `AsyncRace`, except that Python cannot stop a thread: leaving the
+    ``with`` block **abandons** the attempts still running. They run to completion in the
+    background on their worker threads, their results are dropped, and whatever they hold
+    (connections, locks) stays held until they return. The function must therefore be
+    safe to call from several threads at once. ``attempt`` runs in a copy of the calling
+    thread's contextvars.
+    """
+
+    def __enter__(self) -> SyncRace:
+        """Open the race."""
+        ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Abandon every attempt still running (see the class docs)."""
+        ...
+
+    def start(self, attempt: Callable[[], Any]) -> int:
+        """Start ``attempt()`` on a worker thread; returns its index."""
+        ...
+
+    def wait(self, deadline: float | None) -> Finished | None:
+        """Block for the next finished attempt, or ``None`` at ``deadline`` (see `AsyncRace`)."""
         ...

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import threading
+from collections import deque
+from collections.abc import Awaitable, Callable
+from types import TracebackType
 from typing import Any
 
 from .._core.clock import SYSTEM_CLOCK, Clock, ManualClock
@@ -14,7 +17,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "buttress needs trio to run under trio: pip install 'buttress[trio]'"
     ) from exc
 
-__all__ = ["TrioRuntime", "TrioWaiter"]
+__all__ = ["TrioRace", "TrioRuntime", "TrioWaiter"]
 
 
 class TrioWaiter:
@@ -115,3 +118,111 @@ class TrioRuntime:
             scope.__exit__(None, None, None)
             return False
         return bool(scope.__exit__(type(exc), exc, exc.__traceback__))
+
+    # -- racing attempts (hedging) ---------------------------------------------------------
+    def race(self) -> TrioRace:
+        """A new `TrioRace` on this runtime's clock (see `AsyncRace`)."""
+        return TrioRace(self.clock)
+
+
+# -- racing attempts (hedging) ---------------------------------------------------------------
+
+
+class TrioRace:
+    """`AsyncRace` on trio: a nursery, and one cancel scope per attempt.
+
+    Each attempt runs in its own `trio.CancelScope`, so leaving the race cancels exactly
+    the attempts (never the owner), and an inner `Timeout` scope inside an attempt absorbs
+    only its own cancellation. A cancellation coming from outside (an enclosing deadline)
+    propagates out of the attempts and the nursery as trio requires.
+    """
+
+    __slots__ = ("_clock", "_closed", "_done", "_event", "_manager", "_nursery", "_scopes")
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._manager: Any = None
+        self._nursery: Any = None
+        self._scopes: list[trio.CancelScope] = []
+        self._done: deque[tuple[int, Any, BaseException | None]] = deque()
+        self._event: trio.Event | None = None
+        self._closed = False
+
+    async def __aenter__(self) -> TrioRace:
+        self._manager = trio.open_nursery()
+        self._nursery = await self._manager.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._closed = True
+        self._done.clear()
+        for scope in self._scopes:
+            scope.cancel()
+        # Close the nursery as if its body had ended normally, so an exception leaving
+        # the block propagates as itself (not wrapped in an exception group).
+        await self._manager.__aexit__(None, None, None)
+
+    def start(self, attempt: Callable[[], Awaitable[Any]]) -> int:
+        index = len(self._scopes)
+        scope = trio.CancelScope()
+        self._scopes.append(scope)
+        self._nursery.start_soon(self._run, index, attempt, scope)
+        return index
+
+    async def _run(
+        self, index: int, attempt: Callable[[], Awaitable[Any]], scope: trio.CancelScope
+    ) -> None:
+        with scope:
+            if scope.cancel_called:  # lost before it ever ran
+                return
+            try:
+                value = await attempt()
+            except trio.Cancelled:
+                raise  # ours is absorbed by ``scope``; an outer one must propagate
+            except BaseException as exc:  # reported to the owner, never handled here
+                self._report((index, None, exc))
+                return
+            self._report((index, value, None))
+
+    def _report(self, item: tuple[int, Any, BaseException | None]) -> None:
+        if self._closed:
+            return
+        self._done.append(item)
+        event = self._event
+        if event is not None:
+            event.set()
+
+    async def wait(self, deadline: float | None) -> tuple[int, Any, BaseException | None] | None:
+        done = self._done
+        if not done:
+            clock = self._clock
+            if deadline is None:
+                if len(self._nursery.child_tasks) == 0:
+                    raise RuntimeError("TrioRace.wait: no attempt left to wait for")
+            elif clock.now() >= deadline:
+                return None
+            event = self._event = trio.Event()
+            try:
+                if deadline is None:
+                    await event.wait()
+                elif clock is SYSTEM_CLOCK or not callable(getattr(clock, "call_at", None)):
+                    with trio.move_on_at(trio.current_time() + (deadline - clock.now())):
+                        await event.wait()
+                else:  # a manual clock: wake when it is advanced past the deadline
+                    token = trio.lowlevel.current_trio_token()
+                    handle = clock.call_at(deadline, lambda: token.run_sync_soon(event.set))  # type: ignore[attr-defined]
+                    try:
+                        if clock.now() < deadline:
+                            await event.wait()
+                    finally:
+                        handle.cancel()
+            finally:
+                self._event = None
+            if not done:
+                return None
+        return done.popleft()
