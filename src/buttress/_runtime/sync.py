@@ -88,6 +88,11 @@ class SyncRuntime:
         """A new `ThreadWaiter` on this runtime's clock (see `buttress._runtime.base`)."""
         return ThreadWaiter(self.clock)
 
+    # -- racing attempts (hedging) ---------------------------------------------------------
+    def race(self) -> SyncRace:
+        """A new `SyncRace` on this runtime's clock (see `buttress._runtime.base.SyncRace`)."""
+        return SyncRace(self.clock)
+
 
 class BackgroundLoop:
     """Run ``step()`` repeatedly in a daemon thread until `stop` (for background maintenance
@@ -145,11 +150,6 @@ class BackgroundLoop:
         self._stop.set()
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
-
-    # -- racing attempts (hedging) ---------------------------------------------------------
-    def race(self) -> SyncRace:
-        """A new `SyncRace` on this runtime's clock (see `buttress._runtime.base.SyncRace`)."""
-        return SyncRace(self.clock)
 
 
 # -- racing attempts (hedging) ---------------------------------------------------------------
