@@ -138,3 +138,23 @@ def test_redis_budget_shared_between_processes(redis_url: str) -> None:
     finally:
         s1.close()
         s2.close()
+
+
+def test_repeated_exchange_is_not_counted_twice() -> None:
+    store = MemoryBudgetStore(ManualClock())
+    assert store.budget_withdraw("n", "bucket", (100.0,), "c1", 0.0, 100.0) == (True, 0.0)
+    assert store.budget_deposit("n", "bucket", (100.0,), "c1", 30.0) == 30.0
+    assert store.budget_deposit("n", "bucket", (100.0,), "c1", 30.0) == 30.0  # a repeat
+    assert store.budget_deposit("n", "bucket", (100.0,), "c2", 5.0) == 35.0  # another client
+
+
+@pytest.mark.redis
+def test_redis_repeated_exchange_is_not_counted_twice(redis_url: str) -> None:
+    store = RedisStore(redis_url, timeout=2)
+    try:
+        assert store.budget_withdraw("n", "bucket", (100.0,), "c1", 0.0, 100.0) == (True, 0.0)
+        assert store.budget_deposit("n", "bucket", (100.0,), "c1", 30.0) == 30.0
+        assert store.budget_deposit("n", "bucket", (100.0,), "c1", 30.0) == 30.0
+        assert store.budget_deposit("n", "bucket", (100.0,), "c2", 5.0) == 35.0
+    finally:
+        store.close()

@@ -763,3 +763,25 @@ def test_bare_decorator() -> None:
     f(1)
     assert n[0] == 1
     assert f.cache.ttl == 60.0
+
+
+@given(
+    st.lists(st.integers(), max_size=4),
+    st.dictionaries(st.sampled_from(["a", "b", "c", "z"]), st.integers(), max_size=4),
+)
+def test_property_fast_binding_matches_inspect(args: list[int], kwargs: dict[str, int]) -> None:
+    import inspect
+
+    def f(a: int, b: int = 1, *, c: int = 2) -> int:
+        return a
+
+    k = KeyBuilder(f)
+    try:
+        bound = inspect.signature(f).bind(*args, **kwargs)
+    except TypeError:
+        with pytest.raises(TypeError):
+            k._bound(tuple(args), kwargs)
+        return
+    bound.apply_defaults()
+    assert k._bound(tuple(args), kwargs) == dict(bound.arguments)
+    assert list(k._bound(tuple(args), kwargs)) == list(bound.arguments)

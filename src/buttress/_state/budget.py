@@ -17,9 +17,10 @@ Hot-path cost: recording a first-try outcome is one ``next()`` on an `itertools.
 when a retry asks for a withdrawal.
 
 Shared budgets (``store=``, e.g. `buttress.stores.RedisStore`): first tries are still
-counted locally for free; the count accumulated since the last exchange is handed to the
-store with the next withdrawal, which the store settles atomically on its own clock (one
-round trip per retry or hedge, none per first try). The local balance is kept up to date
+counted locally for free; the running total of this process's deposits is handed to the
+store with the next withdrawal (a running total, not an increment, so an exchange that
+timed out after the server applied it is never counted twice), which the store settles
+atomically on its own clock (one round trip per retry or hedge, none per first try). The local balance is kept up to date
 as well and takes over while the store fails (fail-open, the default; ``fail_open=False``
 raises `StoreError` instead). Store events (`StoreFailed`, `StoreRecovered`) go to the
 global listeners (`buttress.add_listener`).
@@ -73,7 +74,8 @@ class RetryBudget:
     store: Any = None
     _guard: Any = None
     _env: Any = None
-    _unsent: float = 0.0
+    _sent_total: float = 0.0
+    _client: str = ""
 
     def _init_store(self, owner: str, store: Any, fail_open: bool, store_retry: Any) -> None:
         if store is None:
@@ -92,6 +94,9 @@ class RetryBudget:
         self.store = store
         self._guard = StoreGuard(store, self.name, fail_open=fail_open, retry_interval=retry)
         self._env = Env(f"budget:{self.name}")
+        import uuid
+
+        self._client = uuid.uuid4().hex[:16]
 
     def _shared(self, now: float, op: str, *args: Any) -> Any:
         """Run ``store.<op>(name, *args)`` through the guard; `_UNAVAILABLE` on failure."""
@@ -182,7 +187,7 @@ class RatioBudget(RetryBudget):
         self._settles += 1
         delta = total - self._last_total
         self._last_total = total
-        self._unsent += delta
+        self._sent_total += delta
         last = self._last_time
         self._last_time = now
         elapsed = 0.0 if last is None else max(0.0, now - last)
@@ -204,9 +209,10 @@ class RatioBudget(RetryBudget):
             self._settle(now)
             if self.store is not None:
                 params = (self.ratio, self.min_retries_per_second, self.window)
-                got = self._shared(now, "budget_withdraw", "ratio", params, self._unsent, 1.0)
+                got = self._shared(
+                    now, "budget_withdraw", "ratio", params, self._client, self._sent_total, 1.0
+                )
                 if got is not _UNAVAILABLE:
-                    self._unsent = 0.0
                     if got[0]:
                         self._balance = max(0.0, self._balance - 1.0)
                     return bool(got[0])
@@ -221,9 +227,10 @@ class RatioBudget(RetryBudget):
             self._settle(now)
             if self.store is not None:
                 params = (self.ratio, self.min_retries_per_second, self.window)
-                got = self._shared(now, "budget_deposit", "ratio", params, self._unsent)
+                got = self._shared(
+                    now, "budget_deposit", "ratio", params, self._client, self._sent_total
+                )
                 if got is not _UNAVAILABLE:
-                    self._unsent = 0.0
                     return float(got)
             return self._balance
 
@@ -292,7 +299,7 @@ class TokenBucketBudget(RetryBudget):
         self._last_total = total
         if delta:
             self._balance = min(self.capacity, self._balance + delta * self.success_refund)
-            self._unsent += delta * self.success_refund
+            self._sent_total += delta * self.success_refund
 
     def try_withdraw(self, now: float, *, timeout: bool = False) -> bool:
         """Take ``retry_cost`` (or ``timeout_cost``) tokens if that many are left."""
@@ -301,10 +308,15 @@ class TokenBucketBudget(RetryBudget):
             self._settle()
             if self.store is not None:
                 got = self._shared(
-                    now, "budget_withdraw", "bucket", (self.capacity,), self._unsent, cost
+                    now,
+                    "budget_withdraw",
+                    "bucket",
+                    (self.capacity,),
+                    self._client,
+                    self._sent_total,
+                    cost,
                 )
                 if got is not _UNAVAILABLE:
-                    self._unsent = 0.0
                     if got[0]:
                         self._balance = max(0.0, self._balance - cost)
                     return bool(got[0])
@@ -320,16 +332,22 @@ class TokenBucketBudget(RetryBudget):
             self._settle()
             self._balance = min(self.capacity, self._balance + cost)
             if self.store is not None:
-                self._unsent += cost  # handed to the store with the next exchange
+                self._sent_total += cost  # handed to the store with the next exchange
 
     def level(self, now: float) -> float:
         """Tokens available now (shared if a store)."""
         with self._lock:
             self._settle()
             if self.store is not None:
-                got = self._shared(now, "budget_deposit", "bucket", (self.capacity,), self._unsent)
+                got = self._shared(
+                    now,
+                    "budget_deposit",
+                    "bucket",
+                    (self.capacity,),
+                    self._client,
+                    self._sent_total,
+                )
                 if got is not _UNAVAILABLE:
-                    self._unsent = 0.0
                     return float(got)
             return self._balance
 

@@ -231,8 +231,12 @@ class KeyBuilder:
     """
 
     __slots__ = (
+        "_defaults",
         "_fast_n",
+        "_index",
         "_names",
+        "_npos",
+        "_plain",
         "_prefix",
         "_sig",
         "_skip",
@@ -267,6 +271,16 @@ class KeyBuilder:
             p.kind in _SIMPLE and p.default is inspect.Parameter.empty for p in params
         )
         self._fast_n = len(params) if simple else -1
+        # "plain" signatures (no *args, **kwargs or positional-only) bind without inspect
+        self._plain = sig is not None and all(
+            p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+            for p in params
+        )
+        self._npos = sum(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params)
+        self._index = frozenset(self._names)
+        self._defaults = tuple(
+            (p.name, p.default) for p in params if p.default is not inspect.Parameter.empty
+        )
         module = getattr(fn, "__module__", None) or ""
         qual = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
         self._prefix = f"{module}.{qual}" if module else qual
@@ -284,6 +298,20 @@ class KeyBuilder:
                     )
 
     def _bound(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        names = self._names
+        if self._plain and len(args) <= self._npos:
+            out = dict(zip(names, args))
+            for k, v in kwargs.items():
+                if k in out or k not in self._index:
+                    break  # let inspect raise the proper TypeError
+                out[k] = v
+            else:
+                if len(out) < len(names):
+                    for name, default in self._defaults:
+                        if name not in out:
+                            out[name] = default
+                if len(out) == len(names):
+                    return out if not kwargs else {n: out[n] for n in names}
         if self._sig is None:
             out = {str(i): a for i, a in enumerate(args)}
             out.update(kwargs)
@@ -310,8 +338,17 @@ class KeyBuilder:
         """
         if self._user is not None:
             return self._user(*args, **kwargs)
-        if self._template is None and not kwargs and len(args) == self._fast_n:
+        if not kwargs and len(args) == self._fast_n:
             skip = self._skip
+            if self._template is not None:
+                if skip:
+                    if self.per_instance:
+                        ident = f"[{self._identity(args[0])}]"
+                        return ident + self._template.format_map(
+                            dict(zip(self._names[1:], args[1:]))
+                        )
+                    return self._template.format_map(dict(zip(self._names[1:], args[1:])))
+                return self._template.format_map(dict(zip(self._names, args)))
             if skip:
                 values = args[1:]
                 if self.per_instance:

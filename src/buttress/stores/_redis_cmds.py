@@ -17,8 +17,10 @@ hash tag, so every key of one namespace lives in one slot and a script may touch
 * ``P:{ns}:l:<key>``  loader lock (value = token), expires with its lease.
 * ``P:{ns}:fence``    fencing-token counter of the namespace (one key per namespace).
 * ``P:{ns}:inv``      pub/sub channel of invalidations (``k:<key>`` or ``p:<prefix>``).
-* ``P:{ns}:budget``   retry budget: hash ``b`` balance, ``t`` last update (server us);
-  expires after ``max(3600, 10 * window)`` seconds without use.
+* ``P:{ns}:budget``   retry budget: hash ``b`` balance, ``t`` last update (server us),
+  ``c:<client>`` running deposit total seen from each budget object (so a repeated
+  exchange is not counted twice); expires after ``max(3600, 10 * window)`` seconds
+  without use.
 """
 
 from __future__ import annotations
@@ -95,7 +97,11 @@ BUDGET = (
     """
 local kind = ARGV[1]
 local p1, p2, p3 = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local deposit, cost = tonumber(ARGV[5]), tonumber(ARGV[6])
+local total, cost = tonumber(ARGV[5]), tonumber(ARGV[6])
+local field = 'c:' .. ARGV[7]
+local seen = tonumber(redis.call('HGET', KEYS[1], field) or '0')
+local deposit = math.max(0, total - seen)
+if total > seen then redis.call('HSET', KEYS[1], field, string.format('%.17g', total)) end
 """
     + _NOW
     + """

@@ -140,6 +140,9 @@ class BudgetStore(Protocol):
 
     Deposits are batched by the caller (first tries are counted locally, for free) and
     handed over with the next withdrawal: one round trip per retry, none per first try.
+    Each caller (``client``, unique per budget object) sends the *running total* of its
+    deposits; the store applies only the part it has not seen yet, so an exchange that
+    timed out after the server applied it is not counted twice when it is repeated.
     ``kind`` and ``params`` describe the budget's arithmetic (``"ratio"``: ratio,
     min_retries_per_second, window; ``"bucket"``: capacity), evaluated by the store on its
     own clock.
@@ -148,15 +151,25 @@ class BudgetStore(Protocol):
     description: str
 
     def budget_withdraw(
-        self, name: str, kind: str, params: tuple[float, ...], deposit: float, cost: float
+        self,
+        name: str,
+        kind: str,
+        params: tuple[float, ...],
+        client: str,
+        total: float,
+        cost: float,
     ) -> tuple[bool, float]:
-        """Add ``deposit`` then take ``cost`` if available; returns (taken, balance after)."""
+        """Settle ``client``'s deposits up to ``total``, then take ``cost`` if available.
+
+        Returns:
+            ``(taken, balance after)``.
+        """
         ...
 
     def budget_deposit(
-        self, name: str, kind: str, params: tuple[float, ...], deposit: float
+        self, name: str, kind: str, params: tuple[float, ...], client: str, total: float
     ) -> float:
-        """Add ``deposit`` (a refund); returns the balance."""
+        """Settle ``client``'s deposits up to ``total``; returns the balance."""
         ...
 
 

@@ -198,15 +198,28 @@ class MemoryBudgetStore:
         self.clock = clock if clock is not None else SYSTEM_CLOCK
         self.description = "memory"
         self._state: dict[str, tuple[float, float]] = {}
+        self._seen: dict[tuple[str, str], float] = {}
         self._mutex = threading.Lock()
 
+    def _new_deposit(self, name: str, client: str, total: float) -> float:
+        seen = self._seen.get((name, client), 0.0)
+        self._seen[(name, client)] = max(seen, total)
+        return max(0.0, total - seen)
+
     def budget_withdraw(
-        self, name: str, kind: str, params: tuple[float, ...], deposit: float, cost: float
+        self,
+        name: str,
+        kind: str,
+        params: tuple[float, ...],
+        client: str,
+        total: float,
+        cost: float,
     ) -> tuple[bool, float]:
         """See `BudgetStore.budget_withdraw`."""
         now = self.clock.now()
         with self._mutex:
             balance, last = self._state.get(name, (None, None))
+            deposit = self._new_deposit(name, client, total)
             balance = budget_step(kind, params, balance, last, now, deposit)
             taken = balance >= cost
             if taken:
@@ -215,12 +228,13 @@ class MemoryBudgetStore:
             return taken, balance
 
     def budget_deposit(
-        self, name: str, kind: str, params: tuple[float, ...], deposit: float
+        self, name: str, kind: str, params: tuple[float, ...], client: str, total: float
     ) -> float:
         """See `BudgetStore.budget_deposit`."""
         now = self.clock.now()
         with self._mutex:
             balance, last = self._state.get(name, (None, None))
+            deposit = self._new_deposit(name, client, total)
             balance = budget_step(kind, params, balance, last, now, deposit)
             self._state[name] = (balance, now)
             return balance

@@ -387,25 +387,29 @@ class RedisStore:
     # -- retry budget (BudgetStore) --------------------------------------------------------------
 
     def _budget_args(
-        self, kind: str, params: tuple[float, ...], deposit: float, cost: float
+        self, kind: str, params: tuple[float, ...], client: str, total: float, cost: float
     ) -> list[Any]:
         padded = [*params, 0.0, 0.0, 0.0][:3]
-        return [kind, *(cmd.fmt(p) for p in padded), cmd.fmt(deposit), cmd.fmt(cost)]
+        return [kind, *(cmd.fmt(p) for p in padded), cmd.fmt(total), cmd.fmt(cost), client]
 
     def budget_withdraw(
-        self, name: str, kind: str, params: tuple[float, ...], deposit: float, cost: float
+        self,
+        name: str,
+        kind: str,
+        params: tuple[float, ...],
+        client: str,
+        total: float,
+        cost: float,
     ) -> tuple[bool, float]:
         """See `BudgetStore.budget_withdraw`."""
-        reply = self.run(
-            cmd.BUDGET, [self.keys.budget(name)], self._budget_args(kind, params, deposit, cost)
-        )
+        args = self._budget_args(kind, params, client, total, cost)
+        reply = self.run(cmd.BUDGET, [self.keys.budget(name)], args)
         return bool(reply[0]), float(reply[1])
 
     def budget_deposit(
-        self, name: str, kind: str, params: tuple[float, ...], deposit: float
+        self, name: str, kind: str, params: tuple[float, ...], client: str, total: float
     ) -> float:
         """See `BudgetStore.budget_deposit`."""
-        reply = self.run(
-            cmd.BUDGET, [self.keys.budget(name)], self._budget_args(kind, params, deposit, 0.0)
-        )
+        args = self._budget_args(kind, params, client, total, 0.0)
+        reply = self.run(cmd.BUDGET, [self.keys.budget(name)], args)
         return float(reply[1])
