@@ -60,11 +60,17 @@ def bench_hit() -> dict[str, float]:
     for f in (ours, ours_template, peer):
         f(7)
     n = 50_000 if QUICK else 200_000
-    t_ours, t_tpl, t_peer = interleaved([lambda: ours(7), lambda: ours_template(7), lambda: peer(7)], n)
+    t_ours, t_tpl, t_peer = interleaved(
+        [lambda: ours(7), lambda: ours_template(7), lambda: peer(7)], n
+    )
     print("1. in-memory hit (one key, warm)")
     print(f"   cachetools.cached(TTLCache)   {t_peer * 1e9:7.0f} ns/call")
-    print(f"   @cached (default key)         {t_ours * 1e9:7.0f} ns/call   ratio {t_ours / t_peer:.2f}x")
-    print(f"   @cached (key template)        {t_tpl * 1e9:7.0f} ns/call   ratio {t_tpl / t_peer:.2f}x")
+    print(
+        f"   @cached (default key)         {t_ours * 1e9:7.0f} ns/call   ratio {t_ours / t_peer:.2f}x"
+    )
+    print(
+        f"   @cached (key template)        {t_tpl * 1e9:7.0f} ns/call   ratio {t_tpl / t_peer:.2f}x"
+    )
     return {"peer": t_peer, "ours": t_ours, "template": t_tpl}
 
 
@@ -96,7 +102,8 @@ def bench_stampede_in_process() -> tuple[int, int]:
     for t in threads:
         t.join()
     thread_loads = loads[0]
-    assert len(results) == 1000 and set(results) == {1}
+    assert len(results) == 1000
+    assert set(results) == {1}
 
     aloads = [0]
 
@@ -160,13 +167,17 @@ async def xfetch_sim(beta: float, seed: int, cycles: int) -> tuple[float, float,
 
 def bench_xfetch() -> dict[str, tuple[float, float]]:
     cycles = 20 if QUICK else 60
-    print(f"3. XFetch on a hot key: 100 reads/s (Poisson), load 0.1 s, TTL 60 s, {cycles} expiries,")
+    print(
+        f"3. XFetch on a hot key: 100 reads/s (Poisson), load 0.1 s, TTL 60 s, {cycles} expiries,"
+    )
     print("   virtual time, real CacheAside (single-flight in process)")
     out = {}
     for beta in (0.0, 1.0):
         per, miss, reads = asyncio.run(xfetch_sim(beta, seed=42, cycles=cycles))
         out[str(beta)] = (per, miss)
-        print(f"   beta={beta:<3}  loads per expiry {per:5.3f}   hard misses per expiry {miss:6.2f}   ({reads} reads)")
+        print(
+            f"   beta={beta:<3}  loads per expiry {per:5.3f}   hard misses per expiry {miss:6.2f}   ({reads} reads)"
+        )
     return out
 
 

@@ -18,12 +18,12 @@ when a retry asks for a withdrawal.
 
 Shared budgets (``store=``, e.g. `buttress.stores.RedisStore`): first tries are still
 counted locally for free; the running total of this process's deposits is handed to the
-store with the next withdrawal (a running total, not an increment, so an exchange that
-timed out after the server applied it is never counted twice), which the store settles
-atomically on its own clock (one round trip per retry or hedge, none per first try). The local balance is kept up to date
-as well and takes over while the store fails (fail-open, the default; ``fail_open=False``
-raises `StoreError` instead). Store events (`StoreFailed`, `StoreRecovered`) go to the
-global listeners (`buttress.add_listener`).
+store with the next withdrawal (a running total, not an increment, so an exchange that timed
+out after the server applied it is never counted twice), which the store settles atomically
+on its own clock (one round trip per retry or hedge, none per first try). The local balance
+is kept up to date as well and takes over while the store fails (fail-open, the default;
+``fail_open=False`` raises `StoreError` instead). Store events (`StoreFailed`,
+`StoreRecovered`) go to the global listeners (`buttress.add_listener`).
 """
 
 from __future__ import annotations
