@@ -785,3 +785,30 @@ def test_property_fast_binding_matches_inspect(args: list[int], kwargs: dict[str
     bound.apply_defaults()
     assert k._bound(tuple(args), kwargs) == dict(bound.arguments)
     assert list(k._bound(tuple(args), kwargs)) == list(bound.arguments)
+
+
+def test_only_the_in_process_leader_talks_to_the_store() -> None:
+    store = MemoryCacheStore()
+    gate = threading.Event()
+    loads = [0]
+
+    @cached(60, key="k{x}", store=store)
+    def load(x: int) -> int:
+        loads[0] += 1
+        gate.wait(5)
+        return x
+
+    results: list[int] = []
+    threads = [threading.Thread(target=lambda: results.append(load(1))) for _ in range(40)]
+    for t in threads:
+        t.start()
+    while not load.cache._flights:
+        pass
+    gate.set()
+    for t in threads:
+        t.join(5)
+    assert results == [1] * 40
+    assert loads[0] == 1
+    assert store.gets <= 2  # not one per caller
+    assert store.sets == 1
+    load.cache.close()

@@ -49,9 +49,9 @@ from .._core.store_guard import StoreGuard
 from .._core.validate import check_count, check_duration, check_optional_duration, check_ratio
 from .._exceptions import ConfigurationError
 from .._state.cache import (
-    EARLY,
     FRESH,
     MISS,
+    STALE,
     Entry,
     KeyBuilder,
     LocalCache,
@@ -460,6 +460,49 @@ class CacheAside:
             )
         )
 
+    def _served(self, env: Env, key: str, decision: int, tier: str) -> None:
+        """Events for a value served without loading (fresh/early: hit; stale: stale)."""
+        if env.listeners:
+            if decision == STALE:
+                self._stale(env, key, "revalidating")
+            else:
+                self._hit(env, key, tier)
+
+    def _merge_remote(
+        self, env: Env, key: str, record: Any, entry: Entry | None, now: float
+    ) -> Entry | None:
+        """The entry to use after reading the store (the local one if the store failed)."""
+        if record is _FAILED:
+            return entry
+        remote = self._from_record(env, key, record, now)
+        if remote is not None:
+            self.local.put(key, remote)
+            return remote
+        if entry is not None and now < entry.fresh_until:
+            self.local.pop(key)  # gone from the store: invalidated elsewhere
+            return None
+        return entry
+
+    def _after_fetch(
+        self,
+        env: Env,
+        key: str,
+        entry: Entry | None,
+        now: float,
+        flight: _Flight,
+        table: dict[str, _Flight],
+    ) -> tuple[bool, Any]:
+        """Leader after reading the store: ``(True, value)`` served, ``(False, early)`` load."""
+        decision = decide(entry, now, self.beta, env.random)
+        if entry is not None and decision == FRESH:
+            self._served(env, key, FRESH, "remote")
+            flight.finish(_DONE, entry.value)
+            self._leave(table, key, flight)
+            return True, entry.value
+        if (entry is None or decision == MISS) and env.listeners:
+            env.emit(CacheMiss(pipeline=env.name, strategy=self.name, time=now, key=key))
+        return False, entry is not None and decision != MISS
+
     def _fallback(self, entry: Entry | None, early: bool, now: float) -> Entry | None:
         """The value to serve when a load failed: a still-fresh one, or stale-if-error."""
         if entry is None:
@@ -533,48 +576,60 @@ class CacheAside:
         key: str,
         entry: Entry | None,
     ) -> Any:
-        now = env.clock.now()
-        tier = "local"
-        if self.store is not None and (
-            entry is None or now >= entry.recheck_at or now >= entry.fresh_until
-        ):
-            record = self._sync_remote(env, "get", self.store.cache_get, self.name, key)
-            if record is not _FAILED:
-                remote = self._from_record(env, key, record, now)
-                if remote is not None:
-                    entry = remote
-                    tier = "remote"
-                    self.local.put(key, entry)
-                elif entry is not None and now < entry.fresh_until:
-                    entry = None  # gone from the store: invalidated elsewhere
-                    self.local.pop(key)
-        decision = decide(entry, now, self.beta, env.random)
-        if entry is not None and decision == FRESH:
-            if env.listeners:
-                self._hit(env, key, tier)
-            return entry.value
-        if entry is not None and decision != MISS:
-            flight, lead = self._join(self._flights, key, threading.Event)
-            if not lead:
-                if env.listeners:
-                    if decision == EARLY:
-                        self._hit(env, key, tier)
-                    else:
-                        self._stale(env, key, "revalidating")
-                return entry.value
-            return self._sync_lead(next_step, env, fn, args, kwargs, key, entry, flight, True)
-        if env.listeners:
-            env.emit(CacheMiss(pipeline=env.name, strategy=self.name, time=now, key=key))
         while True:
-            flight, lead = self._join(self._flights, key, threading.Event)
-            if lead:
-                return self._sync_lead(next_step, env, fn, args, kwargs, key, entry, flight, False)
+            now = env.clock.now()
+            store = self.store
+            if store is None or not (
+                entry is None or now >= entry.recheck_at or now >= entry.fresh_until
+            ):
+                decision = decide(entry, now, self.beta, env.random)
+                if entry is not None and decision == FRESH:
+                    if env.listeners:
+                        self._hit(env, key, "local")
+                    return entry.value
+                flight, lead = self._join(self._flights, key, threading.Event)
+                if entry is not None and decision != MISS:
+                    if not lead:
+                        self._served(env, key, decision, "local")
+                        return entry.value
+                    return self._sync_lead(
+                        next_step, env, fn, args, kwargs, key, entry, flight, True
+                    )
+                if env.listeners:
+                    env.emit(CacheMiss(pipeline=env.name, strategy=self.name, time=now, key=key))
+                if lead:
+                    return self._sync_lead(
+                        next_step, env, fn, args, kwargs, key, entry, flight, False
+                    )
+            else:
+                # The local copy must be (re)read from the store: only the in-process leader
+                # talks to the store; the others serve a usable local copy or wait.
+                flight, lead = self._join(self._flights, key, threading.Event)
+                if lead:
+                    try:
+                        record = self._sync_remote(env, "get", store.cache_get, self.name, key)
+                    except BaseException:
+                        self._leave(self._flights, key, flight)
+                        raise
+                    entry = self._merge_remote(env, key, record, entry, now)
+                    served, result = self._after_fetch(env, key, entry, now, flight, self._flights)
+                    if served:
+                        return result
+                    return self._sync_lead(
+                        next_step, env, fn, args, kwargs, key, entry, flight, result
+                    )
+                if entry is not None and now < entry.swr_until:
+                    self._served(env, key, FRESH if now < entry.fresh_until else STALE, "local")
+                    return entry.value
+                if env.listeners:
+                    env.emit(CacheMiss(pipeline=env.name, strategy=self.name, time=now, key=key))
             flight.event.wait()
             if flight.state == _DONE:
                 return flight.value
             if flight.state == _ERROR:
                 raise cast(BaseException, flight.error)
-            # the loader was cancelled: try again (one waiter becomes the loader)
+            # the loader was cancelled: start over (one waiter becomes the loader)
+            entry = self.local.get(key)
 
     def _sync_lead(
         self,
@@ -720,52 +775,60 @@ class CacheAside:
         key: str,
         entry: Entry | None,
     ) -> Any:
-        now = env.clock.now()
-        tier = "local"
-        if self.store is not None and (
-            entry is None or now >= entry.recheck_at or now >= entry.fresh_until
-        ):
-            record = await self._async_remote(env, "get", self.store.acache_get, self.name, key)
-            if record is not _FAILED:
-                remote = self._from_record(env, key, record, now)
-                if remote is not None:
-                    entry = remote
-                    tier = "remote"
-                    self.local.put(key, entry)
-                elif entry is not None and now < entry.fresh_until:
-                    entry = None
-                    self.local.pop(key)
-        decision = decide(entry, now, self.beta, env.random)
-        if entry is not None and decision == FRESH:
-            if env.listeners:
-                self._hit(env, key, tier)
-            return entry.value
         rt = env.async_runtime()
-        if entry is not None and decision != MISS:
-            flight, lead = self._join(self._aflights, key, rt.new_event)
-            if not lead:
-                if env.listeners:
-                    if decision == EARLY:
-                        self._hit(env, key, tier)
-                    else:
-                        self._stale(env, key, "revalidating")
-                return entry.value
-            return await self._async_lead(
-                next_step, env, fn, args, kwargs, key, entry, flight, True
-            )
-        if env.listeners:
-            env.emit(CacheMiss(pipeline=env.name, strategy=self.name, time=now, key=key))
         while True:
-            flight, lead = self._join(self._aflights, key, rt.new_event)
-            if lead:
-                return await self._async_lead(
-                    next_step, env, fn, args, kwargs, key, entry, flight, False
-                )
+            now = env.clock.now()
+            store = self.store
+            if store is None or not (
+                entry is None or now >= entry.recheck_at or now >= entry.fresh_until
+            ):
+                decision = decide(entry, now, self.beta, env.random)
+                if entry is not None and decision == FRESH:
+                    if env.listeners:
+                        self._hit(env, key, "local")
+                    return entry.value
+                flight, lead = self._join(self._aflights, key, rt.new_event)
+                if entry is not None and decision != MISS:
+                    if not lead:
+                        self._served(env, key, decision, "local")
+                        return entry.value
+                    return await self._async_lead(
+                        next_step, env, fn, args, kwargs, key, entry, flight, True
+                    )
+                if env.listeners:
+                    env.emit(CacheMiss(pipeline=env.name, strategy=self.name, time=now, key=key))
+                if lead:
+                    return await self._async_lead(
+                        next_step, env, fn, args, kwargs, key, entry, flight, False
+                    )
+            else:
+                flight, lead = self._join(self._aflights, key, rt.new_event)
+                if lead:
+                    try:
+                        record = await self._async_remote(
+                            env, "get", store.acache_get, self.name, key
+                        )
+                    except BaseException:
+                        self._leave(self._aflights, key, flight)
+                        raise
+                    entry = self._merge_remote(env, key, record, entry, now)
+                    served, result = self._after_fetch(env, key, entry, now, flight, self._aflights)
+                    if served:
+                        return result
+                    return await self._async_lead(
+                        next_step, env, fn, args, kwargs, key, entry, flight, result
+                    )
+                if entry is not None and now < entry.swr_until:
+                    self._served(env, key, FRESH if now < entry.fresh_until else STALE, "local")
+                    return entry.value
+                if env.listeners:
+                    env.emit(CacheMiss(pipeline=env.name, strategy=self.name, time=now, key=key))
             await flight.event.wait()
             if flight.state == _DONE:
                 return flight.value
             if flight.state == _ERROR:
                 raise cast(BaseException, flight.error)
+            entry = self.local.get(key)
 
     async def _async_lead(
         self,

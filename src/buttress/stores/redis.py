@@ -198,11 +198,12 @@ class RedisStore:
 
     # -- clients -------------------------------------------------------------------------------
 
-    def _options(self) -> dict[str, Any]:
+    def _pool_options(self) -> dict[str, Any]:
         return {
+            "max_connections": self.max_connections,
+            "timeout": self.timeout,  # wait at most this long for a free connection
             "socket_timeout": self.timeout,
             "socket_connect_timeout": self.timeout,
-            "max_connections": self.max_connections,
         }
 
     def _sync(self) -> Any:
@@ -213,9 +214,11 @@ class RedisStore:
                     from redis.backoff import NoBackoff
                     from redis.retry import Retry
 
-                    self._client = self._redis.Redis.from_url(
-                        self.url, retry=Retry(NoBackoff(), 0), **self._options()
+                    redis = self._redis
+                    pool = redis.BlockingConnectionPool.from_url(
+                        self.url, retry=Retry(NoBackoff(), 0), **self._pool_options()
                     )
+                    self._client = redis.Redis.from_pool(pool)
                 client = self._client
         return client
 
@@ -228,9 +231,11 @@ class RedisStore:
             from redis.asyncio.retry import Retry
             from redis.backoff import NoBackoff
 
-            client = self._redis.asyncio.Redis.from_url(
-                self.url, retry=Retry(NoBackoff(), 0), **self._options()
+            aredis = self._redis.asyncio
+            pool = aredis.BlockingConnectionPool.from_url(
+                self.url, retry=Retry(NoBackoff(), 0), **self._pool_options()
             )
+            client = aredis.Redis.from_pool(pool)
             self._aclients[loop] = client
         return client
 
