@@ -16,7 +16,7 @@ venv: $(STAMP)
 
 ## The main job: run the bundled demo on embedded defaults (no services needed).
 demo: $(STAMP)
-	$(BIN)/python -m buttress demo
+	$(BIN)/python -m buttress lab demo --workers 2
 
 ## Lint, type check and the test suite.
 test: lint typecheck unit

@@ -1,0 +1,240 @@
+"""``buttress lab``: run, validate and list failure scenarios.
+
+* ``buttress lab run SCENARIO [--pipeline mod:attr] [--seeds N] [--workers M] [--out DIR]``
+* ``buttress lab validate SCENARIO...``
+* ``buttress lab list``
+* ``buttress lab demo`` (what ``make demo`` runs)
+
+``SCENARIO`` is a path to a TOML file or the name of a bundled scenario (``lab list``).
+Exit codes: 0 success, 1 failure, 2 bad input (scenario file or arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .errors import ScenarioError
+
+__all__ = ["BUNDLED", "register", "resolve_scenario"]
+
+BUNDLED = Path(__file__).with_name("scenarios")
+"""Directory of the scenarios shipped inside the package (``lab list``)."""
+
+DEMO = "demo-zone-outage"
+
+
+def register(sub: Any) -> None:
+    """Add the ``lab`` subcommand tree to the ``buttress`` parser."""
+    lab = sub.add_parser("lab", help="run failure scenarios in virtual time (the lab)")
+    lab_sub = lab.add_subparsers(dest="lab_command", metavar="LAB_COMMAND")
+    lab.set_defaults(func=lambda args: (lab.print_help(), 2)[1])
+
+    run = lab_sub.add_parser("run", help="run a scenario and write the report")
+    run.add_argument("scenario", help="scenario TOML file, or a bundled scenario's name")
+    _run_options(run)
+    run.add_argument(
+        "--pipeline",
+        action="append",
+        default=[],
+        metavar="MODULE:ATTR",
+        help="also compare this Python pipeline (a buttress Pipeline, or a callable "
+        "returning one); may be repeated",
+    )
+    run.add_argument(
+        "--real",
+        action="store_true",
+        help="run in wall-clock time against real HTTP servers on 127.0.0.1",
+    )
+    run.set_defaults(func=_cmd_run)
+
+    validate = lab_sub.add_parser("validate", help="check scenario files without running")
+    validate.add_argument("scenario", nargs="+")
+    validate.set_defaults(func=_cmd_validate)
+
+    lst = lab_sub.add_parser("list", help="list the bundled scenarios")
+    lst.set_defaults(func=_cmd_list)
+
+    demo = lab_sub.add_parser(
+        "demo", help="run the bundled zone-outage demo (naive retries vs buttress defaults)"
+    )
+    _run_options(demo)
+    demo.set_defaults(func=_cmd_demo)
+
+
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--seeds", type=int, default=None, help="number of seeds (default: the file's)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes (default: CPU count, at most 4)",
+    )
+    parser.add_argument("--out", default=None, help="output directory (default lab-results/NAME)")
+    parser.add_argument("--no-report", action="store_true", help="skip report.html/report.png")
+
+
+def _scenario_paths() -> list[Path]:
+    paths = sorted(BUNDLED.glob("*.toml"))
+    examples = Path("examples") / "scenarios"
+    if examples.is_dir():
+        paths += sorted(examples.glob("*.toml"))
+    return paths
+
+
+def resolve_scenario(name: str) -> Path:
+    """A path for ``name``: an existing file, else a bundled or example scenario's name."""
+    p = Path(name)
+    if p.exists() or p.suffix == ".toml":
+        return p
+    for candidate in _scenario_paths():
+        if candidate.stem == name:
+            return candidate
+    return p
+
+
+def _err(exc: ScenarioError) -> int:
+    print(f"error: {exc}", file=sys.stderr)
+    return 2
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from .scenario import load_scenario
+
+    code = 0
+    for name in args.scenario:
+        try:
+            sc = load_scenario(resolve_scenario(name))
+        except ScenarioError as exc:
+            code = _err(exc)
+            continue
+        print(
+            f"ok: {sc.source}: {sc.name} ({len(sc.pipelines)} pipelines, "
+            f"{len(sc.faults)} faults, {sc.seeds} seeds)"
+        )
+    return code
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from .scenario import load_scenario
+
+    for path in _scenario_paths():
+        try:
+            sc = load_scenario(path)
+        except ScenarioError as exc:
+            print(f"{path}: INVALID: {exc.message}")
+            continue
+        print(f"{path.stem:32s} {sc.description}")
+        print(f"{'':32s} reproduces: {sc.reproduces or '-'}  ({path})")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    args.scenario = str(BUNDLED / f"{DEMO}.toml")
+    args.pipeline = []
+    args.real = False
+    return _cmd_run(args)
+
+
+def _progress() -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    try:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    except ImportError:
+        start = time.monotonic()
+
+        def plain(done: int, total: int) -> None:
+            end = "\n" if done == total else "\r"
+            print(f"  runs {done}/{total}  {time.monotonic() - start:5.1f}s", end=end, flush=True)
+
+        return plain, lambda: None
+    bar = Progress(
+        TextColumn("simulating"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} runs"),
+        TimeElapsedColumn(),
+        transient=True,
+    )
+    task_id: list[Any] = []
+
+    def update(done: int, total: int) -> None:
+        if not task_id:
+            bar.start()
+            task_id.append(bar.add_task("runs", total=total))
+        bar.update(task_id[0], completed=done)
+
+    return update, bar.stop
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .report import MissingExtra, print_table, write_html, write_json
+    from .runner import run_scenario
+    from .scenario import PipelineSpec, load_scenario
+
+    try:
+        scenario = load_scenario(resolve_scenario(args.scenario))
+        extra = []
+        for ref in args.pipeline:
+            if ":" not in ref:
+                raise ScenarioError("--pipeline", "", f"expected MODULE:ATTRIBUTE, got {ref!r}")
+            extra.append(PipelineSpec(name=ref.rpartition(":")[2], python=ref))
+        if args.seeds is not None and args.seeds < 1:
+            raise ScenarioError("--seeds", "", f"expected an integer >= 1, got {args.seeds}")
+        extras = tuple(extra)
+        if extras:
+            import random
+
+            from .pipelines import build_pipeline
+            from .sim import SimClock
+
+            sys.path.insert(0, os.getcwd())
+            for spec in extras:
+                build_pipeline(spec, SimClock(), random.Random(0), file="--pipeline")
+    except ScenarioError as exc:
+        return _err(exc)
+    workers = args.workers if args.workers is not None else min(4, os.cpu_count() or 1)
+    if getattr(args, "real", False):
+        from .real import run_real
+
+        try:
+            results = run_real(scenario, seeds=args.seeds, extra=extras)
+        except ScenarioError as exc:
+            return _err(exc)
+    else:
+        update, stop = _progress()
+        started = time.process_time()
+        wall = time.perf_counter()
+        try:
+            results = run_scenario(
+                scenario, seeds=args.seeds, workers=workers, extra=extras, progress=update
+            )
+        except ScenarioError as exc:
+            stop()
+            return _err(exc)
+        finally:
+            stop()
+        print(
+            f"simulated {len(results['pipelines'])} pipeline(s) x {results['scenario']['seeds']} "
+            f"seed(s) in {time.perf_counter() - wall:.1f}s wall "
+            f"({time.process_time() - started:.1f}s CPU in this process)"
+        )
+    out = Path(args.out) if args.out else Path("lab-results") / scenario.name
+    out.mkdir(parents=True, exist_ok=True)
+    print_table(results)
+    json_path = write_json(results, out / "results.json")
+    print(f"results: {json_path}")
+    if not args.no_report:
+        try:
+            html_path, png_path = write_html(results, out)
+        except MissingExtra as exc:
+            print(f"note: {exc}", file=sys.stderr)
+        else:
+            print(f"report:  {html_path}")
+            print(f"plot:    {png_path}")
+    return 0

@@ -1,0 +1,370 @@
+"""One simulated run (scenario x pipeline x seed) and its metrics.
+
+`run_one` builds a fresh scheduler, dependency model and pipeline, drives the load, and
+returns a plain dict (JSON-ready, deterministic: the same inputs give the same dict, bit
+for bit). Definitions (also in docs/lab.md):
+
+* **first tries**: user requests started (a fan-out request counts once);
+* **server requests**: calls that reached the dependency (including ones it rejected or
+  answered with an error; not the ones lost in the network or refused by a down replica);
+* **amplification**: server requests / first tries;
+* **goodput**: successful user requests per second;
+* **success rate**: successful / finished user requests;
+* **wasted work**: worker-seconds spent on calls whose caller had already given up;
+* **time to recover** after a fault ends: the first moment from which, for
+  ``recovery_hold`` seconds, every ``recovery_bin``-second block of user requests (by
+  start time) succeeds at a rate >= ``recovery_threshold``; ``None`` if never in the run.
+"""
+
+from __future__ import annotations
+
+import math
+import random as _random
+from collections import Counter
+from typing import Any
+
+from .model import Counters, OccModel, ServiceModel
+from .pipelines import build_pipeline
+from .scenario import PipelineSpec, Scenario
+from .sim import Future, Scheduler, Task
+
+__all__ = ["percentile", "run_one"]
+
+
+def percentile(sorted_values: list[float], q: float) -> float | None:
+    """Linear-interpolated percentile ``q`` (0..100) of an ascending list; ``None`` if empty."""
+    n = len(sorted_values)
+    if n == 0:
+        return None
+    if n == 1:
+        return sorted_values[0]
+    pos = (n - 1) * q / 100.0
+    lo = int(pos)
+    hi = min(lo + 1, n - 1)
+    frac = pos - lo
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * frac
+
+
+def _r(x: float | None, digits: int = 6) -> float | None:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return None
+    return round(float(x), digits)
+
+
+class _Run:
+    def __init__(self, scenario: Scenario, spec: PipelineSpec, seed: int) -> None:
+        self.scenario = scenario
+        self.seed = seed
+        self.sched = sched = Scheduler()
+        self.c = c = Counters(scenario.duration)
+        self.last = c.size - 1
+        dep = scenario.dependency
+        self.model: ServiceModel | OccModel
+        if dep.kind == "occ":
+            self.model = OccModel(sched, scenario, seed, c)
+        else:
+            self.model = ServiceModel(sched, scenario, seed, c)
+        self.events: list[Any] = []
+        listeners: tuple[Any, ...] = ()
+        self.pipeline = build_pipeline(
+            spec,
+            sched.clock,
+            _random.Random(f"{seed}/pipeline/{spec.name}"),
+            file=scenario.source,
+        )
+        if _wants_events(self.pipeline):
+            listeners = (self._on_event,)
+            self.pipeline = build_pipeline(
+                spec,
+                sched.clock,
+                _random.Random(f"{seed}/pipeline/{spec.name}"),
+                file=scenario.source,
+                listeners=listeners,
+            )
+        self.acall = self.pipeline.acall
+        self.call = self.model.call
+        self.lat: list[float] = []
+        self.lat_t: list[float] = []
+        self.errors: Counter[str] = Counter()
+        self.failed = 0
+        self.succeeded = 0
+        self.finished_at = 0.0
+        self.arrival_rng = _random.Random(f"{seed}/arrivals")
+        self.key_rng = _random.Random(f"{seed}/keys")
+        self.budgets = _budgets(self.pipeline)
+        self.budget_series: list[list[float | None]] = [[] for _ in self.budgets]
+        self.breaker: list[list[Any]] = []
+        load = scenario.load
+        self.fanout = load.fanout
+        self.stop = load.stop if load.stop is not None else scenario.duration
+        self.const_rate = load.rate if not load.ramp else None
+        self.poisson = load.arrival == "poisson"
+        self.key_rng_on = load.keys > 1
+
+    # -- events (only for pipelines whose timelines we plot) ------------------------------
+
+    def _on_event(self, event: Any) -> None:
+        kind = getattr(event, "kind", "")
+        if kind.startswith("circuit.") and hasattr(event, "new_state"):
+            self.breaker.append([_r(event.time), str(event.new_state)])
+
+    # -- user requests ---------------------------------------------------------------------
+
+    def _key(self) -> int:
+        keys = self.scenario.load.keys
+        return int(self.key_rng.random() * keys) if keys > 1 else 0
+
+    async def _user(self, t0: float, key: int) -> None:
+        c = self.c
+        b = int(t0)
+        if b > self.last:
+            b = self.last
+        c.first[b] += 1
+        try:
+            if self.fanout > 1:
+                await self._fanout()
+            else:
+                await self.acall(self.call, key)
+        except Exception as exc:
+            self.failed += 1
+            self.errors[type(exc).__name__] += 1
+        else:
+            now = self.sched.now
+            self.succeeded += 1
+            c.ok_by_start[b] += 1
+            e = int(now)
+            c.good[e if e <= self.last else self.last] += 1
+            self.lat.append(now - t0)
+            self.lat_t.append(now)
+        self.finished_at = self.sched.now
+
+    async def _fanout(self) -> None:
+        k = self.scenario.load.fanout
+        done = Future()
+        state: list[Any] = [k, None]
+        sched = self.sched
+
+        def child_done(task: Task) -> None:
+            state[0] -= 1
+            if task.exception is not None and state[1] is None:
+                state[1] = task.exception
+            if state[0] == 0:
+                sched.resolve(done, None, state[1])
+
+        for i in range(k):
+            sched.spawn(self.acall(self.call, i), child_done)
+        await done
+
+    def _arrival(self, _: Any) -> None:
+        sched = self.sched
+        now = sched.now
+        sched.start(self._user(now, self._key() if self.key_rng_on else 0))
+        rate = self.const_rate
+        if rate is None:
+            rate = self.scenario.load.rate_at(now)
+        if rate <= 0.0:
+            nxt = now + 1.0 if self.const_rate is None else math.inf
+        elif self.poisson:
+            nxt = now + self.arrival_rng.expovariate(rate)
+        else:
+            nxt = now + 1.0 / rate
+        if nxt < self.stop:
+            sched.call_at(nxt, self._arrival)
+
+    async def _client(self) -> None:
+        load = self.scenario.load
+        stop = load.stop if load.stop is not None else self.scenario.duration
+        n = 0
+        while (load.requests_per_client == 0 or n < load.requests_per_client) and (
+            self.sched.now < stop
+        ):
+            await self._user(self.sched.now, self._key())
+            n += 1
+            if load.think_time > 0.0:
+                await self.sched.runtime.sleep(load.think_time)
+
+    def _sample_budgets(self, _: Any) -> None:
+        now = self.sched.now
+        for budget, series in zip(self.budgets, self.budget_series):
+            series.append(_r(budget.level(now), 3))
+        nxt = now + self.scenario.window
+        if nxt <= self.scenario.duration:
+            self.sched.call_at(nxt, self._sample_budgets)
+
+    # -- the run ---------------------------------------------------------------------------
+
+    def execute(self) -> dict[str, Any]:
+        sc = self.scenario
+        load = sc.load
+        sched = self.sched
+        if load.kind == "open":
+            first = load.start
+            if load.arrival == "poisson" and load.rate_at(first) > 0:
+                first += self.arrival_rng.expovariate(load.rate_at(first))
+            sched.call_at(first, self._arrival)
+        else:
+            for _ in range(load.clients):
+                sched.spawn(self._client())
+        if self.budgets:
+            sched.call_at(0.0, self._sample_budgets)
+        sched.run(until=sc.duration)
+        in_flight = sched.close()
+        return self._results(in_flight)
+
+    def _results(self, in_flight: int) -> dict[str, Any]:
+        sc = self.scenario
+        c = self.c
+        first = sum(c.first)
+        seen = sum(c.seen)
+        lat = sorted(self.lat)
+        busy = sum(c.busy)
+        wasted = sum(c.wasted)
+        finished = self.succeeded + self.failed
+        load_end = sc.load.stop if sc.load.stop is not None else sc.duration
+        span = max(1e-9, load_end - sc.load.start)
+        rejections: dict[str, int] = {f"client:{k}": v for k, v in sorted(self.errors.items())}
+        for name in ("overloaded", "throttled", "expired", "refused", "lost", "server_errors"):
+            value = getattr(c, name)
+            if value:
+                rejections[f"dependency:{name}"] = value
+        return {
+            "pipeline": self.pipeline.name,
+            "seed": self.seed,
+            "first_tries": first,
+            "server_requests": seen,
+            "client_attempts": sum(c.attempts),
+            "successes": self.succeeded,
+            "failures": self.failed,
+            "in_flight_at_end": in_flight,
+            "success_rate": _r(self.succeeded / finished if finished else None),
+            "goodput": _r(self.succeeded / span),
+            "amplification": _r(seen / first if first else None),
+            "latency": {
+                "p50": _r(percentile(lat, 50.0)),
+                "p99": _r(percentile(lat, 99.0)),
+                "p999": _r(percentile(lat, 99.9)),
+            },
+            "makespan": _r(self.finished_at) if sc.load.kind == "closed" else None,
+            "busy_seconds": _r(busy),
+            "wasted_seconds": _r(wasted),
+            "wasted_fraction": _r(wasted / busy if busy else 0.0),
+            "rejections": rejections,
+            "faults": [self._fault_metrics(i) for i in range(len(sc.faults))],
+            "series": self._series(),
+            "timelines": {
+                "breaker": self.breaker,
+                "budget": {b.name: series for b, series in zip(self.budgets, self.budget_series)},
+            },
+            "events": sched_steps(self.sched),
+        }
+
+    def _fault_metrics(self, i: int) -> dict[str, Any]:
+        sc = self.scenario
+        f = sc.faults[i]
+        c = self.c
+        start, end = int(f.start), min(math.ceil(f.end), self.last)
+        during_first = sum(c.first[start:end])
+        during_seen = sum(c.seen[start:end])
+        after_end = min(end + 30, self.last)
+        after_first = sum(c.first[end:after_end])
+        after_seen = sum(c.seen[end:after_end])
+        burst_end = min(end + 10, self.last)
+        burst = None
+        if burst_end > end and after_first:
+            rate = sum(c.first[end:burst_end]) / (burst_end - end)
+            if rate > 0:
+                burst = max(c.seen[end:burst_end]) / rate
+        during_ok = sum(c.ok_by_start[start:end])
+        ttr = self._time_to_recover(end)
+        return {
+            "kind": f.kind,
+            "start": f.start,
+            "end": f.end,
+            "amplification_during": _r(during_seen / during_first if during_first else None),
+            "amplification_after": _r(after_seen / after_first if after_first else None),
+            "burst_after": _r(burst),
+            "success_during": _r(during_ok / during_first if during_first else None),
+            "time_to_recover": _r(ttr),
+            "recovered": ttr is not None and ttr <= sc.recover_within,
+        }
+
+    def _time_to_recover(self, end: int) -> float | None:
+        sc = self.scenario
+        c = self.c
+        step = max(1, round(sc.recovery_bin))
+        blocks = max(1, math.ceil(sc.recovery_hold / step))
+        horizon = int(sc.duration) - step  # the last block's requests may still be running
+        thr = sc.recovery_threshold
+        first, ok = c.first, c.ok_by_start
+        t = end
+        while t + blocks * step <= horizon:
+            good = True
+            for k in range(blocks):
+                a = t + k * step
+                n = sum(first[a : a + step])
+                if n and sum(ok[a : a + step]) < thr * n:
+                    good = False
+                    break
+            if good:
+                return float(t - end)
+            t += 1
+        return None
+
+    def _series(self) -> dict[str, Any]:
+        sc = self.scenario
+        c = self.c
+        w = sc.window
+        n = max(1, math.ceil(sc.duration / w))
+        out: dict[str, list[Any]] = {
+            "t": [],
+            "first_tries": [],
+            "offered": [],
+            "goodput": [],
+            "success": [],
+            "p50": [],
+            "p99": [],
+        }
+        # latencies by completion window
+        buckets: list[list[float]] = [[] for _ in range(n)]
+        for t, v in zip(self.lat_t, self.lat):
+            buckets[min(int(t / w), n - 1)].append(v)
+        for i in range(n):
+            a = round(i * w)
+            b = min(round((i + 1) * w), c.size)
+            span = max(1e-9, min((i + 1) * w, sc.duration) - i * w)
+            first = sum(c.first[a:b])
+            out["t"].append(_r(i * w))
+            out["first_tries"].append(_r(first / span, 3))
+            out["offered"].append(_r(sum(c.seen[a:b]) / span, 3))
+            out["goodput"].append(_r(sum(c.good[a:b]) / span, 3))
+            out["success"].append(_r(sum(c.ok_by_start[a:b]) / first if first else None, 4))
+            lb = sorted(buckets[i])
+            out["p50"].append(_r(percentile(lb, 50.0)))
+            out["p99"].append(_r(percentile(lb, 99.0)))
+        return out
+
+
+def sched_steps(sched: Scheduler) -> int:
+    """Task steps the scheduler ran (a measure of simulation work)."""
+    return sched.steps
+
+
+def _wants_events(pipeline: Any) -> bool:
+    names = {type(s).__name__ for s in pipeline.strategies}
+    return bool(names & {"CircuitBreaker"})
+
+
+def _budgets(pipeline: Any) -> list[Any]:
+    out = []
+    seen: set[int] = set()
+    for s in pipeline.strategies:
+        budget = getattr(s, "budget", None)
+        if budget is not None and id(budget) not in seen and hasattr(budget, "level"):
+            seen.add(id(budget))
+            out.append(budget)
+    return out
+
+
+def run_one(scenario: Scenario, spec: PipelineSpec, seed: int) -> dict[str, Any]:
+    """Simulate ``spec`` under ``scenario`` with ``seed``; returns the run's metrics dict."""
+    return _Run(scenario, spec, seed).execute()
