@@ -418,3 +418,40 @@ def test_scope_property_does_not_leak_tried_endpoints() -> None:
             p.call(lambda e: (_ for _ in ()).throw(OSError()))
         # next logical call inside the same scope starts fresh (round robin continues)
         assert p.call(lambda e: e.name) == "b"
+
+
+def test_call_routed_helpers() -> None:
+    from buttress.routing import acall_routed, call_routed
+
+    p = make(LoadBalance(["only"]))
+    assert call_routed(p, lambda e, x, y=0: (e.name, x, y), 1, y=2) == ("only", 1, 2)
+
+    async def f(e: Endpoint, x: int) -> tuple[str, int]:
+        return e.name, x
+
+    assert asyncio.run(acall_routed(p, f, 3)) == ("only", 3)
+
+
+def test_run_background_under_trio_with_timeout() -> None:
+    async def probe(e: Endpoint) -> bool:
+        if e.name == "hang":
+            await trio.sleep(3600)
+        return True
+
+    lb = LoadBalance(
+        ["ok", "hang"],
+        health=HealthCheck(probe, interval=0.01, timeout=0.02, unhealthy_threshold=1),
+    )
+    make(lb)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lb.run_background)
+            with trio.fail_after(10):
+                while lb.router.state("hang").healthy:
+                    await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    assert not lb.router.state("hang").healthy
+    assert lb.router.state("ok").healthy

@@ -33,7 +33,7 @@ from .health import HealthCheck
 from .outlier import OutlierDetector
 from .replica import PrimaryUnavailableError, ReplicaSet
 from .router import NoEndpointAvailableError, Router
-from .strategy import ENDPOINT, LoadBalance, current_endpoint
+from .strategy import ENDPOINT, LoadBalance, acall_routed, call_routed, current_endpoint
 
 __all__ = [
     "BALANCERS",
@@ -54,5 +54,7 @@ __all__ = [
     "ReplicaSet",
     "RoundRobin",
     "Router",
+    "acall_routed",
+    "call_routed",
     "current_endpoint",
 ]

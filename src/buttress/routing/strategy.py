@@ -13,9 +13,9 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar
 
 from .._core.context import CTX, CURRENT, Key, materialize
 from .._core.env import Env
@@ -32,9 +32,14 @@ from .health import HealthCheck, ProbeSchedule, probe_verdict
 from .outlier import OutlierDetector
 from .router import NoEndpointAvailableError, Router
 
-__all__ = ["ENDPOINT", "LoadBalance", "current_endpoint"]
+__all__ = ["ENDPOINT", "LoadBalance", "acall_routed", "call_routed", "current_endpoint"]
+
+if TYPE_CHECKING:
+    from .._core.pipeline import Pipeline
 
 _log = logging.getLogger("buttress")
+P = ParamSpec("P")
+R = TypeVar("R")
 
 ENDPOINT: Key[Endpoint] = Key("buttress.routing.endpoint")
 """Context property holding the `Endpoint` chosen for the current attempt (set when
@@ -55,6 +60,35 @@ def current_endpoint() -> Endpoint | None:
     if record is None:
         return None
     return materialize(record).get(ENDPOINT, None)
+
+
+def call_routed(
+    pipeline: Pipeline,
+    fn: Callable[Concatenate[Endpoint, P], R],
+    /,
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> R:
+    """``pipeline.call(fn, *args, **kwargs)`` typed for ``handoff="argument"``.
+
+    A `LoadBalance` inserts the endpoint as the first argument, which ``Pipeline.call``'s
+    signature cannot express; this wrapper tells the type checker that ``fn`` takes an
+    `Endpoint` first and the caller passes the rest. No runtime difference.
+    """
+    call: Any = pipeline.call
+    return call(fn, *args, **kwargs)  # type: ignore[no-any-return]
+
+
+async def acall_routed(
+    pipeline: Pipeline,
+    fn: Callable[Concatenate[Endpoint, P], Awaitable[R]],
+    /,
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> R:
+    """Async `call_routed` (``await pipeline.acall(fn, *args, **kwargs)``)."""
+    acall: Any = pipeline.acall
+    return await acall(fn, *args, **kwargs)  # type: ignore[no-any-return]
 
 
 def _type_name(exc: BaseException) -> str:
