@@ -608,3 +608,36 @@ def test_repr_mentions_settings() -> None:
     text = repr(CircuitBreaker(consecutive_failures=3, name="db"))
     assert "consecutive_failures=3" in text
     assert "name='db'" in text
+
+
+def test_default_failure_combines_with_result_handles(clock: ManualClock) -> None:
+    from buttress import on_exception
+
+    b, p = make(
+        clock,
+        on=(on_exception(CircuitBreaker.default_failure), on_result(lambda r: r == 503)),
+        consecutive_failures=3,
+    )
+
+    def full() -> None:
+        raise BulkheadFullError(strategy="bulkhead")
+
+    outcome(p, full)  # still not a failure
+    outcome(p, fail)
+    p.call(lambda: 503)
+    assert b.metrics.consecutive_failures == 2
+    outcome(p, fail)
+    assert b.state == "open"
+
+
+def test_saved_state_must_match_the_policy() -> None:
+    from buttress._state.circuit import CircuitPolicy, CircuitState
+
+    data = CircuitState(CircuitPolicy(window=5)).to_dict()
+    with pytest.raises(ValueError, match="does not match"):
+        CircuitState.from_dict(CircuitPolicy(window=6), data)
+    with pytest.raises(ValueError, match="does not match"):
+        CircuitState.from_dict(CircuitPolicy(window_duration=10), data)
+    timed = CircuitState(CircuitPolicy(window_duration=10)).to_dict()
+    with pytest.raises(ValueError, match="does not match"):
+        CircuitState.from_dict(CircuitPolicy(window_duration=10, window_buckets=5), timed)

@@ -18,6 +18,7 @@ from buttress import (
     Timeout,
     TimeoutRejectedError,
     backoff,
+    on_result,
     scope,
 )
 from buttress.events import CallRejected, CircuitStateChanged
@@ -497,3 +498,19 @@ def test_state_gauge_is_one_hot(clock: ManualClock) -> None:
         if r[0] == "buttress.circuit.state" and r[2]["strategy"] == "gauge-cb"
     }
     assert readings == {"closed": 0.0, "open": 1.0, "half_open": 0.0, "isolated": 0.0}
+
+
+def test_a_raising_predicate_in_a_trial_releases_the_slot(clock: ManualClock) -> None:
+    def broken(result: Any) -> bool:
+        raise RuntimeError("predicate bug")
+
+    b, p = _half_open(clock, on=(ConnectionError, on_result(broken)))
+    assert isinstance(outcome(p, lambda: "ok"), RuntimeError)
+    assert b.metrics.half_open_in_flight == 0
+    assert b.state == "half_open"
+
+    async def main() -> None:
+        assert isinstance(await aoutcome(p, aok), RuntimeError)
+
+    asyncio.run(main())
+    assert b.metrics.half_open_in_flight == 0

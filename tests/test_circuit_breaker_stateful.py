@@ -7,6 +7,7 @@ implementation keeps rings and rolling buckets and folds batched successes lazil
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +23,7 @@ from hypothesis.stateful import (
 )
 
 from buttress import backoff
-from buttress._state.circuit import CircuitPolicy
+from buttress._state.circuit import CircuitPolicy, CircuitState
 from buttress.stores.memory import MemoryCircuit
 
 
@@ -297,6 +298,12 @@ class BreakerMachine(RuleBasedStateMachine):
             m.bad,
         )
         assert snap.half_open_in_flight <= self.p["half_open_calls"]
+        # the state survives a save/load round trip (what a shared store relies on)
+        with self.cell.lock:
+            data = self.cell.state.to_dict()
+        copy = CircuitState.from_dict(self.cell.state.policy, json.loads(json.dumps(data)))
+        assert copy.to_dict() == data
+        assert copy.snapshot(self.now) == snap
         if m.state == "closed":
             w = m.window(self.now)
             assert snap.calls == len(w)

@@ -746,6 +746,75 @@ class CircuitState:
         """Failure ratio of the window as it stands (no rotation)."""
         return self._ratio()
 
+    # -- persistence --------------------------------------------------------------------
+
+    _FIELDS = (
+        "state",
+        "generation",
+        "consecutive",
+        "opens",
+        "break_duration",
+        "until",
+        "closed_since",
+        "round_started",
+        "trials_in_flight",
+        "trial_successes",
+        "trial_failures",
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The whole state as JSON-compatible data (numbers and lists).
+
+        With `from_dict`, a shared store can keep the state as one value and apply an
+        operation by load, decide, compare-and-set. Times are the clock readings the
+        operations were given.
+        """
+        data: dict[str, Any] = {name: getattr(self, name) for name in self._FIELDS}
+        w = self.window
+        if isinstance(w, _CountWindow):
+            data["window"] = {
+                "ring": list(w.ring),
+                "pos": w.pos,
+                "calls": w.calls,
+                "failures": w.failures,
+                "slow": w.slow,
+            }
+        else:
+            data["window"] = {
+                "calls": list(w.b_calls),
+                "failures": list(w.b_failures),
+                "slow": list(w.b_slow),
+                "current": w.current,
+            }
+        return data
+
+    @classmethod
+    def from_dict(cls, policy: CircuitPolicy, data: dict[str, Any]) -> CircuitState:
+        """Rebuild a state saved by `to_dict` under the same ``policy``.
+
+        Raises:
+            ValueError: ``data`` does not fit ``policy`` (other window kind or size).
+        """
+        state = cls(policy)
+        for name in cls._FIELDS:
+            setattr(state, name, data[name])
+        wd = data["window"]
+        w = state.window
+        if isinstance(w, _CountWindow):
+            if "ring" not in wd or len(wd["ring"]) != w.size:
+                raise ValueError("saved circuit window does not match the policy's window")
+            w.ring = bytearray(wd["ring"])
+            w.pos, w.calls, w.failures, w.slow = wd["pos"], wd["calls"], wd["failures"], wd["slow"]
+        else:
+            if "current" not in wd or len(wd["calls"]) != w.buckets:
+                raise ValueError("saved circuit window does not match the policy's window")
+            w.b_calls = list(wd["calls"])
+            w.b_failures = list(wd["failures"])
+            w.b_slow = list(wd["slow"])
+            w.current = wd["current"]
+            w.calls, w.failures, w.slow = sum(w.b_calls), sum(w.b_failures), sum(w.b_slow)
+        return state
+
     def __repr__(self) -> str:
         return (
             f"CircuitState(state={STATE_NAMES[self.state]!r}, generation={self.generation}, "

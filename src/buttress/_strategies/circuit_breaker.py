@@ -146,6 +146,10 @@ class CircuitBreaker:
         "store",
     )
 
+    default_failure = staticmethod(default_failure)
+    """The default ``on=`` predicate (see `default_failure`), to combine with your own:
+    ``on=(on_exception(CircuitBreaker.default_failure), on_result(pred))``."""
+
     def __init__(
         self,
         *,
@@ -515,23 +519,26 @@ class CircuitBreaker:
         if admission.previous_state is not None and env.listeners:
             self._emit_change(env, key, admission.previous_state, admission.state, admission, start)
         token = admission.token
+        settled = not admission.trial  # a trial's slot must be recorded or released
         try:
-            result = next_step(fn, args, kwargs)
-        except Exception as exc:
+            try:
+                result = next_step(fn, args, kwargs)
+            except Exception as exc:
+                end = clock.now()
+                if self.handle.exception(exc) is not False:
+                    settled = True
+                    self._recorded(env, key, cell, token, True, end - start, end)
+                raise
             end = clock.now()
-            if self.handle.exception(exc) is not False:
-                self._recorded(env, key, cell, token, True, end - start, end)
-            elif admission.trial:
-                cell.release(token, end)
-            raise
-        except BaseException:
-            if admission.trial:
+            failed = self.handle.checks_results and self.handle.result(result) is not False
+            settled = True
+            self._recorded(env, key, cell, token, failed, end - start, end)
+            return result
+        finally:
+            if not settled:
+                # no verdict (unhandled exception, cancellation, a raising predicate):
+                # give the trial slot back for the next caller
                 cell.release(token, clock.now())
-            raise
-        end = clock.now()
-        failed = self.handle.checks_results and self.handle.result(result) is not False
-        self._recorded(env, key, cell, token, failed, end - start, end)
-        return result
 
     def _build_sync_generic(self, next_step: SyncStep, env: Env) -> SyncStep:
         parts = self._parts
@@ -660,28 +667,30 @@ class CircuitBreaker:
         if admission.previous_state is not None and env.listeners:
             self._emit_change(env, key, admission.previous_state, admission.state, admission, start)
         token = admission.token
+        settled = not admission.trial
         try:
-            result = await next_step(fn, args, kwargs)
-        except Exception as exc:
-            end = clock.now()
-            if self.handle.exception(exc) is not False:
-                await self._arecorded(env, key, cell, token, True, end - start, end)
-            elif admission.trial:
-                if local:
-                    cell.release(token, end)
-                else:
+            try:
+                result = await next_step(fn, args, kwargs)
+            except Exception as exc:
+                end = clock.now()
+                if self.handle.exception(exc) is not False:
+                    settled = True
+                    await self._arecorded(env, key, cell, token, True, end - start, end)
+                elif not local:
+                    settled = True
                     await cell.arelease(token, end)
-            raise
-        except BaseException:
-            # Cancelled: give the trial slot back. No await here (we are being cancelled);
-            # a store doing I/O gets the synchronous release.
-            if admission.trial:
+                raise
+            end = clock.now()
+            failed = self.handle.checks_results and self.handle.result(result) is not False
+            settled = True
+            await self._arecorded(env, key, cell, token, failed, end - start, end)
+            return result
+        finally:
+            if not settled:
+                # no verdict: unhandled exception, cancellation, a raising predicate. No
+                # await here (the task may be being cancelled): a store doing I/O gets the
+                # synchronous release, which must not block for long.
                 cell.release(token, clock.now())
-            raise
-        end = clock.now()
-        failed = self.handle.checks_results and self.handle.result(result) is not False
-        await self._arecorded(env, key, cell, token, failed, end - start, end)
-        return result
 
     async def _arecorded(
         self,
