@@ -34,7 +34,7 @@ from buttress.testing import ManualClock, RecordingListener
 
 TENANT = Key[Any]("tenant")
 
-# -- configuration --------------------------------------------------------------------------
+# -- configuration ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -245,7 +245,7 @@ def test_sync_granted_waiter_that_times_out_passes_the_slot_to_the_next(clock: M
     assert (pool.in_use, pool.queued) == (0, 0)
 
 
-# -- asyncio -----------------------------------------------------------------------------------
+# -- asyncio ----------------------------------------------------------------------------------
 
 
 @pytest.mark.asyncio
@@ -585,7 +585,7 @@ async def test_retry_honours_bulkhead_retry_after(clock: ManualClock) -> None:
     b._pool.release(clock.now)
 
 
-# -- stress -------------------------------------------------------------------------------------
+# -- stress -----------------------------------------------------------------------------------
 
 
 def test_threads_stress_never_exceed_max_concurrent() -> None:
@@ -699,10 +699,10 @@ async def test_asyncio_stress_10000_tasks_with_cancellations() -> None:
     assert peak[0] == limit  # the limit was actually reached
     snap = b.snapshot()
     assert (snap.in_use, snap.queued) == (0, 0)
-    assert len(b._pool._queue) == 0
+    assert not b._pool._queue
 
 
-# -- per-key partitions --------------------------------------------------------------------------
+# -- per-key partitions -----------------------------------------------------------------------
 
 
 @pytest.mark.asyncio
@@ -768,7 +768,7 @@ def test_keyed_memory_stays_bounded() -> None:
     assert len(b._partitions) == 100
 
 
-# -- trio ------------------------------------------------------------------------------------------
+# -- trio -------------------------------------------------------------------------------------
 
 
 def test_trio_fifo_max_wait_and_cancellation() -> None:

@@ -26,6 +26,7 @@ EXPECTED = [
     "Outcome",
     "Pipeline",
     "RateLimitedError",
+    "RateLimiter",
     "RatioBudget",
     "RejectedError",
     "Retry",

@@ -46,6 +46,7 @@ from ._strategies.circuit_breaker import CircuitBreaker
 from ._strategies.fallback import Fallback
 from ._strategies.faults import InjectFault, InjectLatency, InjectResult
 from ._strategies.hedge import Hedge
+from ._strategies.rate_limiter import RateLimiter
 from ._strategies.retry import Retry
 from ._strategies.timeout import Timeout
 from .routing.strategy import LoadBalance
@@ -74,6 +75,7 @@ __all__ = [
     "Outcome",
     "Pipeline",
     "RateLimitedError",
+    "RateLimiter",
     "RatioBudget",
     "RejectedError",
     "Retry",

@@ -76,7 +76,7 @@ class SlotPool:
         self.lock = threading.Lock()
         self.in_use = 0
         self.queued = 0
-        self._queue: deque[Ticket] = deque()
+        self._queue: deque[Ticket] | None = None  # created on the first wait (memory)
         self.interval: float | None = None
         """EWMA of seconds between releases while full, or ``None`` (see module docs)."""
         self._last_full_release: float | None = None
@@ -110,6 +110,8 @@ class SlotPool:
             if waiter is None or self.queued >= self.max_queued:
                 return False
             ticket = Ticket(waiter)
+            if self._queue is None:
+                self._queue = deque()
             self._queue.append(ticket)
             self.queued += 1
             return ticket
@@ -122,8 +124,8 @@ class SlotPool:
                 self._saturated_release(now())
             elif self._last_full_release is not None:
                 self._last_full_release = None
-            if self.queued:
-                queue = self._queue
+            queue = self._queue
+            if self.queued and queue is not None:
                 while queue:
                     ticket = queue.popleft()
                     if ticket.state == WAITING:
@@ -150,7 +152,7 @@ class SlotPool:
                 ticket.waiter = None
                 self.queued -= 1
                 queue = self._queue
-                if len(queue) > 2 * self.queued + 32:
+                if queue is not None and len(queue) > 2 * self.queued + 32:
                     self._queue = deque(t for t in queue if t.state == WAITING)
                 return False
         self.release(now)

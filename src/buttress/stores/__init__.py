@@ -9,14 +9,29 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .._core.store_guard import StoreGuard
-from .base import BudgetStore, CacheRecord, CacheStore, Circuit, CircuitStore, FastCircuit
-from .memory import MemoryBudgetStore, MemoryCacheStore, MemoryCircuit, MemoryCircuitStore
+from .base import (
+    BucketStore,
+    BudgetStore,
+    CacheRecord,
+    CacheStore,
+    Circuit,
+    CircuitStore,
+    FastCircuit,
+)
+from .memory import (
+    MemoryBucketStore,
+    MemoryBudgetStore,
+    MemoryCacheStore,
+    MemoryCircuit,
+    MemoryCircuitStore,
+)
 from .serializers import JsonSerializer, PickleSerializer, Serializer
 
 if TYPE_CHECKING:
     from .redis import RedisStore
 
 __all__ = [
+    "BucketStore",
     "BudgetStore",
     "CacheRecord",
     "CacheStore",
@@ -24,6 +39,7 @@ __all__ = [
     "CircuitStore",
     "FastCircuit",
     "JsonSerializer",
+    "MemoryBucketStore",
     "MemoryBudgetStore",
     "MemoryCacheStore",
     "MemoryCircuit",

@@ -18,6 +18,7 @@ from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 from .._state.circuit import Admission, CircuitPolicy, CircuitSnapshot
 
 __all__ = [
+    "BucketStore",
     "BudgetStore",
     "CacheRecord",
     "CacheStore",
@@ -28,7 +29,7 @@ __all__ = [
 ]
 
 
-# -- cache -------------------------------------------------------------------------------------
+# -- cache ------------------------------------------------------------------------------------
 
 
 class CacheRecord(NamedTuple):
@@ -131,7 +132,7 @@ class CacheStore(Protocol):
         ...
 
 
-# -- retry budget ---------------------------------------------------------------------------------
+# -- retry budget -----------------------------------------------------------------------------
 
 
 @runtime_checkable
@@ -314,4 +315,54 @@ class CircuitStore(Protocol):
         memory (for example with expiry), since evicting a key locally forgets only the
         local handle.
         """
+
+
+# -- rate limiter (token bucket, GCRA) --------------------------------------------------------
+
+
+@runtime_checkable
+class BucketStore(Protocol):
+    """Shared token buckets for `RateLimiter` (GCRA, see `buttress._state.gcra`).
+
+    One atomic operation: *try to take ``permits`` now, or reserve them if the wait fits*.
+    A bucket is identified by ``(name, key)``: ``name`` is the limiter's name (its
+    namespace), ``key`` the partition key (``""`` for an unkeyed limiter). ``rate`` and
+    ``burst`` travel with every call, so a store needs no configuration per bucket and a
+    changed limit applies at once. Time is the store's own (the memory store's clock, the
+    Redis server's ``TIME``), so processes with different monotonic clocks agree; a store
+    must treat a reading earlier than the latest it has seen for a bucket as that latest
+    one (a clock stepping back must not lock callers out), and must never keep credit
+    beyond a full bucket (a clock stepping forward must not let more than a burst through).
+    Idle buckets may expire once full again (after ``burst / rate`` seconds): an expired
+    bucket and a full one are the same thing.
+    """
+
+    description: str
+
+    def bucket_take(
+        self, name: str, key: str, permits: float, rate: float, burst: float, max_wait: float
+    ) -> float:
+        """Atomically take ``permits`` from the bucket, or reserve them.
+
+        Args:
+            name: The limiter's name (namespace).
+            key: The partition key, ``""`` when the limiter is not keyed.
+            permits: Permits to take, > 0.
+            rate: Refill rate in permits per second, > 0.
+            burst: Bucket capacity in permits, >= 1.
+            max_wait: Longest acceptable wait in seconds, >= 0 (``inf`` allowed).
+
+        Returns:
+            The wait in seconds. ``0.0``: taken, proceed now. ``0 < wait <= max_wait``:
+            reserved (the bucket was charged), proceed after sleeping ``wait``.
+            ``wait > max_wait``: nothing was taken; ``wait`` is exactly how long until
+            the permits are available. ``inf``: nothing was taken and never can be
+            (``permits > burst``), even when ``max_wait`` is ``inf``.
+        """
+        ...
+
+    async def abucket_take(
+        self, name: str, key: str, permits: float, rate: float, burst: float, max_wait: float
+    ) -> float:
+        """Async `bucket_take` (same semantics)."""
         ...

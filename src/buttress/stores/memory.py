@@ -14,10 +14,18 @@ import threading
 from collections.abc import Callable, Hashable
 
 from .._core.clock import SYSTEM_CLOCK, Clock
+from .._core.validate import check_count
 from .._state.circuit import CLOSED, Admission, CircuitPolicy, CircuitSnapshot, CircuitState
+from .._state.gcra import GcraTable
 from .base import CacheRecord, CircuitAction
 
-__all__ = ["MemoryBudgetStore", "MemoryCacheStore", "MemoryCircuit", "MemoryCircuitStore"]
+__all__ = [
+    "MemoryBucketStore",
+    "MemoryBudgetStore",
+    "MemoryCacheStore",
+    "MemoryCircuit",
+    "MemoryCircuitStore",
+]
 
 
 class _Subscription:
@@ -409,3 +417,50 @@ class MemoryCircuitStore:
 
     def __repr__(self) -> str:
         return "MemoryCircuitStore()"
+
+
+# -- rate limiter buckets ---------------------------------------------------------------------
+
+
+class MemoryBucketStore:
+    """A `BucketStore` in this process's memory (GCRA, same semantics as the Redis store).
+
+    Useful to share one set of buckets between several `RateLimiter` instances (by name)
+    and as a stand-in for Redis in tests. Time comes from ``clock``, never from the caller.
+
+    Args:
+        clock: Where time comes from (default: the system's monotonic clock). Pass the
+            pipeline's `ManualClock` in tests.
+        max_keys: Most buckets kept (over every name and key), an int >= 1 (default
+            100,000); the least recently used bucket is forgotten beyond it (it comes back
+            full: see `buttress._state.gcra.GcraTable`).
+
+    Raises:
+        ConfigurationError: ``max_keys`` < 1.
+    """
+
+    def __init__(self, clock: Clock | None = None, *, max_keys: int = 100_000) -> None:
+        self.clock = clock if clock is not None else SYSTEM_CLOCK
+        self.description = "memory"
+        self._table = GcraTable(check_count("MemoryBucketStore", "max_keys", max_keys))
+
+    def bucket_take(
+        self, name: str, key: str, permits: float, rate: float, burst: float, max_wait: float
+    ) -> float:
+        """See `BucketStore.bucket_take`."""
+        interval = 1.0 / rate
+        return self._table.take(
+            (name, key), self.clock.now(), permits, interval, burst * interval, max_wait
+        )
+
+    async def abucket_take(
+        self, name: str, key: str, permits: float, rate: float, burst: float, max_wait: float
+    ) -> float:
+        """See `BucketStore.bucket_take`."""
+        return self.bucket_take(name, key, permits, rate, burst, max_wait)
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def __repr__(self) -> str:
+        return f"MemoryBucketStore(max_keys={self._table.max_keys})"
