@@ -108,7 +108,14 @@ def test_repeat_while_in_flight_gets_409() -> None:
 
 @pytest.mark.parametrize(
     ("key", "status"),
-    [("", 400), ("x" * 256, 400), ("bad\x01key", 400), ("é", 400), ('"quoted-ok"', 201), ("x" * 255, 201)],
+    [
+        ("", 400),
+        ("x" * 256, 400),
+        ("bad\x01key", 400),
+        ("é", 400),
+        ('"quoted-ok"', 201),
+        ("x" * 255, 201),
+    ],
 )
 def test_key_validation(key: str, status: int) -> None:
     app = Recorder()
@@ -171,7 +178,9 @@ def test_body_too_large_gets_413() -> None:
 
     async def main() -> int:
         async with client(mw) as c:
-            return (await c.post("/p", content=b"x" * 11, headers={"Idempotency-Key": "k"})).status_code
+            return (
+                await c.post("/p", content=b"x" * 11, headers={"Idempotency-Key": "k"})
+            ).status_code
 
     assert run(main()) == 413
     assert app.runs == []

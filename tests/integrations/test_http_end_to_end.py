@@ -190,7 +190,9 @@ def test_100_concurrent_duplicates_have_one_side_effect(served: tuple[Served, Ap
     *duplicates, replay, mismatch = responses
     codes = [r.status_code for r in duplicates]
     assert set(codes) <= {201, 409}
-    executed = [r for r in duplicates if r.status_code == 201 and "idempotent-replayed" not in r.headers]
+    executed = [
+        r for r in duplicates if r.status_code == 201 and "idempotent-replayed" not in r.headers
+    ]
     assert len(executed) == 1
     assert replay.status_code == 201
     assert replay.headers["idempotent-replayed"] == "true"

@@ -20,7 +20,9 @@ from buttress.integrations.idempotency import (
 from .stores import make_store
 
 KINDS = ["memory", "sqlite", "redis", "postgres"]
-RESPONSE = StoredResponse(201, ((b"content-type", b"application/json"), (b"x-a", b"\xff")), b"\x00{}")
+RESPONSE = StoredResponse(
+    201, ((b"content-type", b"application/json"), (b"x-a", b"\xff")), b"\x00{}"
+)
 
 
 @pytest.fixture(params=KINDS)

@@ -137,3 +137,39 @@ def test_instrument_prometheus_one_line(clock: ManualClock) -> None:
         pipeline.call(lambda: 1)
     pipeline.call(lambda: 1)
     assert _samples(registry)["buttress_pipeline_calls_total"][0][1] == 1.0
+
+
+def test_bulkhead_gauges_in_exposition(clock: ManualClock) -> None:
+    import asyncio
+
+    from buttress import Bulkhead
+
+    registry = CollectorRegistry()
+    PrometheusMetrics(registry)
+    bulkhead = Bulkhead(2, max_queued=3, name="db")
+    pipeline = Pipeline(bulkhead, name="bh-gauge", clock=clock)
+    seen: list[tuple[float, float]] = []
+
+    async def main() -> None:
+        gate = asyncio.Event()
+
+        async def hold() -> None:
+            await gate.wait()
+
+        tasks = [asyncio.ensure_future(pipeline.acall(hold)) for _ in range(4)]
+        await asyncio.sleep(0.01)
+        s = _samples(registry)
+        in_use = [
+            v for labels, v in s["buttress_bulkhead_in_use"] if labels["pipeline"] == "bh-gauge"
+        ]
+        queued = [
+            v for labels, v in s["buttress_bulkhead_queued"] if labels["pipeline"] == "bh-gauge"
+        ]
+        seen.append((in_use[0], queued[0]))
+        gate.set()
+        await asyncio.gather(*tasks)
+
+    asyncio.run(main())
+    assert seen == [(2.0, 2.0)]
+    after = _samples(registry)["buttress_bulkhead_in_use"]
+    assert [v for labels, v in after if labels["pipeline"] == "bh-gauge"] == [0.0]

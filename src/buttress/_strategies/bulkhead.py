@@ -20,6 +20,7 @@ from typing import Any
 
 from .._core.context import CURRENT, DEADLINE, Context, materialize
 from .._core.env import Env
+from .._core.gauges import register_gauge
 from .._core.invoke import ainvoke
 from .._core.validate import check_count, check_optional_duration
 from .._exceptions import BulkheadFullError, ConfigurationError
@@ -108,6 +109,7 @@ class Bulkhead:
     """
 
     __slots__ = (
+        "__weakref__",
         "_partitions",
         "_pool",
         "key",
@@ -279,6 +281,7 @@ class Bulkhead:
         raise self._reject(env, pool, key, reason, keyed)
 
     def build_sync(self, next_step: SyncStep, env: Env) -> SyncStep:
+        register_gauge(self, env.name, env.clock, _read_gauges)
         now = env.clock.now
         acquire = self._acquire_sync
         if self._partitions is not None:
@@ -348,6 +351,7 @@ class Bulkhead:
         raise self._reject(env, pool, key, reason, keyed)
 
     def build_async(self, next_step: AsyncStep, env: Env) -> AsyncStep:
+        register_gauge(self, env.name, env.clock, _read_gauges)
         now = env.clock.now
         acquire = self._acquire_async
         direct = next_step is ainvoke
@@ -393,3 +397,13 @@ class Bulkhead:
                 release(now)
 
         return bulkhead_step
+
+
+def _read_gauges(bulkhead: Bulkhead, now: float) -> list[tuple[str, float, dict[str, str]]]:
+    """Gauge-registry reader: in-use and queued totals (summed over partitions)."""
+    snap = bulkhead.snapshot()
+    attrs = {"strategy": bulkhead.name}
+    return [
+        ("buttress.bulkhead.in_use", float(snap.in_use), attrs),
+        ("buttress.bulkhead.queued", float(snap.queued), attrs),
+    ]
