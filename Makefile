@@ -35,8 +35,14 @@ unit: $(STAMP)
 test-all: $(STAMP)
 	$(BIN)/nox -s tests
 
-bench: $(STAMP)
-	$(BIN)/python bench/run.py
+## Overhead benchmarks against peers (installed into .venv only, never package deps).
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP) requirements-bench.txt
+	$(BIN)/python -m pip install --quiet -r requirements-bench.txt
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build dist
