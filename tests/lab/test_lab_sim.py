@@ -253,3 +253,101 @@ def test_sync_sleep_on_the_sim_clock_is_refused() -> None:
     sched = Scheduler()
     with pytest.raises(RuntimeError, match="acall"):
         sched.clock.sleep(1.0)
+
+
+def test_waiter_woken_or_timed_out_in_virtual_time() -> None:
+    sched = Scheduler()
+    rt = sched.runtime
+    out: list[Any] = []
+
+    async def woken() -> None:
+        w = rt.waiter()
+        sched.call_at(2.0, lambda _: w.wake())
+        out.append(("woken", await w.wait(5.0), sched.now))
+
+    async def expired() -> None:
+        w = rt.waiter()
+        out.append(("expired", await w.wait(3.0), sched.now))
+        w.wake()  # a late wake is a no-op
+
+    async def past() -> None:
+        await sleep(1.0)
+        w = rt.waiter()
+        out.append(("past", await w.wait(0.5), sched.now))
+
+    sched.spawn(woken())
+    sched.spawn(expired())
+    sched.spawn(past())
+    sched.run()
+    assert sorted(out) == [("expired", False, 3.0), ("past", False, 1.0), ("woken", True, 2.0)]
+
+
+def test_event_wakes_every_waiter() -> None:
+    sched = Scheduler()
+    ev = sched.runtime.new_event()
+    out: list[float] = []
+
+    async def waiter() -> None:
+        await ev.wait()
+        out.append(sched.now)
+
+    for _ in range(3):
+        sched.spawn(waiter())
+    sched.call_at(4.0, lambda _: ev.set())
+    sched.run()
+    assert out == [4.0, 4.0, 4.0]
+    assert ev.is_set()
+
+
+def test_real_hedge_runs_in_virtual_time_and_cancels_the_loser() -> None:
+    from buttress import Hedge
+
+    sched = Scheduler()
+    p = _pipeline(sched, Hedge(delay=0.1, max_hedged=1))
+    started: list[tuple[int, float]] = []
+    cancelled: list[float] = []
+
+    async def call() -> str:
+        ctx = current_context()
+        assert ctx is not None
+        started.append((ctx.attempt, sched.now))
+        try:
+            await sleep(1.0 if ctx.attempt == 1 else 0.2)  # the primary is slow
+        except Cancelled:
+            cancelled.append(sched.now)
+            raise
+        return f"attempt {ctx.attempt}"
+
+    got: list[Any] = []
+
+    async def client() -> None:
+        got.append((await p.acall(call), sched.now))
+
+    sched.spawn(client())
+    sched.run()
+    assert started == [(1, 0.0), (2, 0.1)]
+    assert got == [("attempt 2", pytest.approx(0.3))]
+    assert cancelled == [pytest.approx(0.3)]
+
+
+def test_real_bulkhead_queues_and_rejects_in_virtual_time() -> None:
+    from buttress import Bulkhead, BulkheadFullError
+
+    sched = Scheduler()
+    p = _pipeline(sched, Bulkhead(1, max_queued=1, max_wait=5.0))
+    out: list[Any] = []
+
+    async def work() -> None:
+        await sleep(2.0)
+
+    async def client(i: int) -> None:
+        try:
+            await p.acall(work)
+            out.append((i, "ok", sched.now))
+        except BulkheadFullError:
+            out.append((i, "full", sched.now))
+
+    for i in range(3):
+        sched.spawn(client(i))
+    sched.run()
+    assert sorted(out) == [(0, "ok", 2.0), (1, "ok", 4.0), (2, "full", 0.0)]

@@ -252,9 +252,17 @@ class Scheduler:
         self,
         coro: Coroutine[Any, Any, Any],
         on_done: Callable[[Task], object] | None = None,
+        ctx: contextvars.Context | None = None,
     ) -> Task:
-        """Start ``coro`` as a task at the current virtual time; returns the `Task`."""
-        task = Task(coro, self._base.copy())
+        """Start ``coro`` as a task at the current virtual time; returns the `Task`.
+
+        Args:
+            coro: The coroutine to run.
+            on_done: Called with the task when it finishes (returns or raises).
+            ctx: The task's contextvars (default: a copy of the simulator's base context,
+                in which the runtime override is set).
+        """
+        task = Task(coro, ctx if ctx is not None else self._base.copy())
         task.on_done = on_done
         self._ready.append((task, 0, None, None))
         self.live.add(task)
@@ -422,6 +430,20 @@ class SimRuntime:
         """Suspend the current task for ``seconds`` of virtual time (0 still yields)."""
         return sleep(seconds)
 
+    def new_event(self) -> SimEvent:
+        """A one-shot `SimEvent` (``set()``, ``is_set()``, ``await wait()``)."""
+        return SimEvent(self._sched)
+
+    def waiter(self) -> SimWaiter:
+        """A new un-woken `SimWaiter` (see `buttress._runtime.base`)."""
+        if self._sched.current is None:
+            raise RuntimeError("waiter() called outside a simulated task")
+        return SimWaiter(self._sched)
+
+    def race(self) -> SimRace:
+        """A new `SimRace` (see `buttress._runtime.base.AsyncRace`)."""
+        return SimRace(self._sched)
+
     def enter_deadline(self, deadline: float) -> Any:
         """Cancel the current task at ``deadline`` unless `exit_deadline` comes first."""
         sched = self._sched
@@ -452,3 +474,137 @@ class SimRuntime:
             task.cancel_entry = None
             return isinstance(exc, Cancelled)
         return False
+
+
+class _Expired(Exception):
+    """Internal: a simulated wait reached its deadline."""
+
+
+class SimEvent:
+    """A one-shot event in virtual time (the simulator's ``asyncio.Event``)."""
+
+    __slots__ = ("_fut", "_sched")
+
+    def __init__(self, sched: Scheduler) -> None:
+        self._sched = sched
+        self._fut = Future()
+
+    def set(self) -> None:
+        """Set the event and wake every waiter (idempotent)."""
+        self._sched.resolve(self._fut, True)
+
+    def is_set(self) -> bool:
+        """Whether `set` was called."""
+        return self._fut.done
+
+    async def wait(self) -> bool:
+        """Suspend until the event is set; returns ``True``."""
+        await self._fut
+        return True
+
+
+class SimWaiter:
+    """A one-shot wake-up signal for one simulated task (`AsyncWaiter` contract)."""
+
+    __slots__ = ("_fut", "_sched")
+
+    def __init__(self, sched: Scheduler) -> None:
+        self._sched = sched
+        self._fut = Future(math.inf, _Expired)
+
+    def wake(self) -> None:
+        """Wake the waiting task (idempotent; a no-op once the wait is over)."""
+        self._sched.resolve(self._fut, True)
+
+    async def wait(self, deadline: float | None) -> bool:
+        """``True`` when woken, ``False`` when virtual time reaches ``deadline`` first."""
+        fut = self._fut
+        if fut.done:
+            return True
+        if deadline is not None:
+            if deadline <= self._sched.now:
+                return False
+            fut.deadline = deadline
+        try:
+            await fut
+        except _Expired:
+            return False
+        return True
+
+
+async def _await(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+class SimRace:
+    """`AsyncRace` in virtual time: one simulated task per attempt.
+
+    Attempts run in a copy of the starting task's contextvars; leaving the block cancels
+    the attempts still running and waits until they have stopped.
+    """
+
+    __slots__ = ("_closed", "_done", "_index", "_pending", "_sched", "_tasks", "_waiter")
+
+    def __init__(self, sched: Scheduler) -> None:
+        self._sched = sched
+        self._tasks: list[Task] = []
+        self._index: dict[Task, int] = {}
+        self._done: deque[Task] = deque()
+        self._waiter: Future | None = None
+        self._pending: Future | None = None
+        self._closed = False
+
+    async def __aenter__(self) -> SimRace:
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self._closed = True
+        self._done.clear()
+        pending = [t for t in self._tasks if not t.done]
+        if pending:
+            self._pending = Future()
+            for task in pending:
+                self._sched.cancel(task)
+            await self._pending
+
+    def start(self, attempt: Callable[[], Awaitable[Any]]) -> int:
+        """Start ``attempt()`` as a concurrent simulated task; returns its index."""
+        index = len(self._tasks)
+        awaitable = attempt()
+        coro: Any = awaitable if isinstance(awaitable, Coroutine) else _await(awaitable)
+        task = self._sched.spawn(coro, self._finished, contextvars.copy_context())
+        self._tasks.append(task)
+        self._index[task] = index
+        return index
+
+    def _finished(self, task: Task) -> None:
+        if self._closed:
+            if self._pending is not None and all(t.done for t in self._tasks):
+                self._sched.resolve(self._pending, None)
+            return
+        self._done.append(task)
+        waiter = self._waiter
+        if waiter is not None:
+            self._sched.resolve(waiter, None)
+
+    async def wait(self, deadline: float | None) -> tuple[int, Any, BaseException | None] | None:
+        """The next finished attempt, or ``None`` once virtual time reaches ``deadline``."""
+        done = self._done
+        if not done:
+            if deadline is None:
+                if all(t.done for t in self._tasks):
+                    raise RuntimeError("SimRace.wait: no attempt left to wait for")
+            elif self._sched.now >= deadline:
+                return None
+            waiter = Future(math.inf if deadline is None else deadline, _Expired)
+            self._waiter = waiter
+            try:
+                await waiter
+            except _Expired:
+                pass
+            finally:
+                self._waiter = None
+            if not done:
+                return None
+        task = done.popleft()
+        return (self._index[task], task.result, task.exception)
