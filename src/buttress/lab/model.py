@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from .._core.context import CURRENT, DEADLINE
+from .._core.context import CURRENT, DEADLINE, Key
 from .errors import (
     CallTimeoutError,
     ConflictError,
@@ -38,7 +38,11 @@ from .errors import (
 from .scenario import Distribution, FaultSpec, Scenario
 from .sim import Future, Scheduler, sleep
 
-__all__ = ["Counters", "OccModel", "ServiceModel", "sampler"]
+__all__ = ["KEY", "Counters", "OccModel", "ServiceModel", "sampler"]
+
+KEY: Key[int] = Key("buttress.lab.key", default=0)
+"""Context property holding the key (partition) of the current simulated call, set when
+the scenario has ``load.keys > 1``; per-key strategies use ``key = "key"`` in the file."""
 
 _INF = math.inf
 _heappush = heapq.heappush

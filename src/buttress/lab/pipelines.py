@@ -148,18 +148,15 @@ def _breaker_baseline(failures: int, reset: float) -> Callable[[tuple[str, ...]]
 
 
 def _consecutive_breaker(cls: Any, on: tuple[str, ...], failures: int, reset: float) -> Any:
-    # The breaker's constructor is adapted when it lands; see docs/lab.md.
-    params = inspect.signature(cls).parameters
-    kwargs: dict[str, Any] = {"on": _on(on)}
-    for name in ("failure_threshold", "consecutive_failures", "failures"):
-        if name in params:
-            kwargs[name] = failures
-            break
-    for name in ("break_duration", "reset_timeout", "open_for", "recovery_time"):
-        if name in params:
-            kwargs[name] = reset
-            break
-    return cls(**kwargs)
+    # One shared breaker opening after `failures` failures in a row, open for `reset`
+    # seconds, one trial call: pybreaker's and circuitbreaker's model.
+    return cls(
+        on=_on(on),
+        failure_ratio=None,
+        consecutive_failures=failures,
+        break_duration=reset,
+        half_open_calls=1,
+    )
 
 
 BASELINES: dict[str, tuple[str, Callable[[tuple[str, ...]], list[Any]]]] = {
@@ -250,7 +247,20 @@ def _convert_on(value: Any) -> Any:
     return tuple(ERROR_NAMES[n] for n in names)
 
 
+def _key_of(ctx: Any) -> int:
+    from .model import KEY
+
+    return int(ctx.get(KEY))
+
+
+def _convert_key(value: Any) -> Any:
+    if value == "key":
+        return _key_of
+    raise ValueError(f'expected "key" (the simulated call\'s key, see load.keys); got {value!r}')
+
+
 _CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "key": _convert_key,
     "backoff": _convert_backoff,
     "budget": _convert_budget,
     "on": _convert_on,

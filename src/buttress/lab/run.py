@@ -23,7 +23,8 @@ import random as _random
 from collections import Counter
 from typing import Any
 
-from .model import Counters, OccModel, ServiceModel
+from .._core.context import scope
+from .model import KEY, Counters, OccModel, ServiceModel
 from .pipelines import build_pipeline
 from .scenario import PipelineSpec, Scenario
 from .sim import Future, Scheduler, Task
@@ -100,13 +101,23 @@ class _Run:
         self.const_rate = load.rate if not load.ramp else None
         self.poisson = load.arrival == "poisson"
         self.key_rng_on = load.keys > 1
+        # per-key user requests and successes by start second (only with several keys)
+        self.by_key: tuple[list[list[int]], list[list[int]]] | None = None
+        if load.keys > 1 and load.fanout == 1:
+            self.by_key = (
+                [[0] * c.size for _ in range(load.keys)],
+                [[0] * c.size for _ in range(load.keys)],
+            )
 
     # -- events (only for pipelines whose timelines we plot) ------------------------------
 
     def _on_event(self, event: Any) -> None:
-        kind = getattr(event, "kind", "")
-        if kind.startswith("circuit.") and hasattr(event, "new_state"):
-            self.breaker.append([_r(event.time), str(event.new_state)])
+        if getattr(event, "kind", "") == "circuit.state_changed":
+            key = getattr(event, "key", None)
+            entry: list[Any] = [_r(event.time), str(event.to_state)]
+            if key is not None:
+                entry.append(str(key))
+            self.breaker.append(entry)
 
     # -- user requests ---------------------------------------------------------------------
 
@@ -120,9 +131,15 @@ class _Run:
         if b > self.last:
             b = self.last
         c.first[b] += 1
+        by_key = self.by_key
+        if by_key is not None:
+            by_key[0][key][b] += 1
         try:
             if self.fanout > 1:
                 await self._fanout()
+            elif by_key is not None:
+                with scope(operation_key="lab", properties={KEY: key}, clock=self.sched.clock):
+                    await self.acall(self.call, key)
             else:
                 await self.acall(self.call, key)
         except Exception as exc:
@@ -132,6 +149,8 @@ class _Run:
             now = self.sched.now
             self.succeeded += 1
             c.ok_by_start[b] += 1
+            if by_key is not None:
+                by_key[1][key][b] += 1
             e = int(now)
             c.good[e if e <= self.last else self.last] += 1
             self.lat.append(now - t0)
@@ -238,7 +257,7 @@ class _Run:
             "in_flight_at_end": in_flight,
             "success_rate": _r(self.succeeded / finished if finished else None),
             "goodput": _r(self.succeeded / span),
-            "amplification": _r(seen / first if first else None),
+            "amplification": _r(seen / (first * self.fanout) if first else None),
             "latency": {
                 "p50": _r(percentile(lat, 50.0)),
                 "p99": _r(percentile(lat, 99.0)),
@@ -263,6 +282,7 @@ class _Run:
         f = sc.faults[i]
         c = self.c
         start, end = int(f.start), min(math.ceil(f.end), self.last)
+        k = self.fanout
         during_first = sum(c.first[start:end])
         during_seen = sum(c.seen[start:end])
         after_end = min(end + 30, self.last)
@@ -273,17 +293,25 @@ class _Run:
         if burst_end > end and after_first:
             rate = sum(c.first[end:burst_end]) / (burst_end - end)
             if rate > 0:
-                burst = max(c.seen[end:burst_end]) / rate
+                burst = max(c.seen[end:burst_end]) / (k * rate)
         during_ok = sum(c.ok_by_start[start:end])
         ttr = self._time_to_recover(end)
+        healthy = None
+        if self.by_key is not None and f.kind == "partition":
+            firsts, oks = self.by_key
+            keys = [k for k in range(len(firsts)) if k not in f.keys]
+            n = sum(sum(firsts[k][start:end]) for k in keys)
+            ok = sum(sum(oks[k][start:end]) for k in keys)
+            healthy = ok / n if n else None
         return {
             "kind": f.kind,
             "start": f.start,
             "end": f.end,
-            "amplification_during": _r(during_seen / during_first if during_first else None),
-            "amplification_after": _r(after_seen / after_first if after_first else None),
+            "amplification_during": _r(during_seen / (k * during_first) if during_first else None),
+            "amplification_after": _r(after_seen / (k * after_first) if after_first else None),
             "burst_after": _r(burst),
             "success_during": _r(during_ok / during_first if during_first else None),
+            "healthy_keys_success_during": _r(healthy),
             "time_to_recover": _r(ttr),
             "recovered": ttr is not None and ttr <= sc.recover_within,
         }

@@ -160,6 +160,9 @@ def _pipeline_summary(
                 "amplification_after": _stats([p["amplification_after"] for p in per]),
                 "burst_after": _stats([p["burst_after"] for p in per]),
                 "success_during": _stats([p["success_during"] for p in per]),
+                "healthy_keys_success_during": _stats(
+                    [p["healthy_keys_success_during"] for p in per]
+                ),
                 "time_to_recover": _stats([p["time_to_recover"] for p in per]),
                 "recovered_fraction": _r(sum(1 for p in per if p["recovered"]) / len(per)),
                 "recovered_seeds": sum(1 for p in per if p["recovered"]),
