@@ -45,3 +45,60 @@ def cache_stampede_worker(url: str, start: Any, threads: int, out: Any) -> None:
     store.close()
     counter.close()
     out.put((len(results), sorted({r["load"] for r in results}), errors))
+
+
+def breaker_worker(url: str, index: int, start: Any, opened: Any, out: Any) -> None:
+    try:
+        _breaker_worker(url, index, start, opened, out)
+    except Exception as exc:  # reported to the parent, never a hang
+        out.put({"index": index, "error": repr(exc)})
+
+
+def _breaker_worker(url: str, index: int, start: Any, opened: Any, out: Any) -> None:
+    """Process 0 fails until the shared breaker opens; the others must then reject."""
+    from buttress import CircuitBreaker, CircuitOpenError, Pipeline
+    from buttress.stores import RedisStore
+
+    store = RedisStore(url, timeout=5)
+    pipe = Pipeline(
+        CircuitBreaker(
+            on=ConnectionError,
+            failure_ratio=0.5,
+            window=20,
+            min_throughput=10,
+            break_duration=60,
+            store=store,
+            name="shared-breaker",
+        )
+    )
+
+    def ok() -> str:
+        return "ok"
+
+    def boom() -> None:
+        raise ConnectionError("dependency down")
+
+    before = pipe.call(ok)  # closed: every process gets through
+    start.wait()  # a barrier: everyone has made a call before process 0 starts failing
+    report: dict[str, Any] = {"index": index, "before": before}
+    if index == 0:
+        failures = 0
+        while True:
+            try:
+                pipe.call(boom)
+            except ConnectionError:
+                failures += 1
+            except CircuitOpenError:
+                break
+        report["failures_to_open"] = failures
+        opened.set()
+    else:
+        opened.wait(60)
+        try:
+            pipe.call(ok)
+            report["after"] = "admitted"
+        except CircuitOpenError as exc:
+            report["after"] = "rejected"
+            report["retry_after"] = exc.retry_after
+    store.close()
+    out.put(report)

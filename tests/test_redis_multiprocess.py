@@ -38,3 +38,30 @@ def test_four_processes_250_misses_each_give_one_load(redis_url: str) -> None:
         assert int(client.get("test:loads")) == 1
     finally:
         client.close()
+
+
+def test_four_processes_share_one_breaker(redis_url: str) -> None:
+    from mp_workers import breaker_worker
+
+    ctx = multiprocessing.get_context("spawn")
+    start, opened = ctx.Barrier(4), ctx.Event()
+    out = ctx.Queue()
+    procs = [
+        ctx.Process(target=breaker_worker, args=(redis_url, i, start, opened, out))
+        for i in range(4)
+    ]
+    for p in procs:
+        p.start()
+    reports = sorted((out.get(timeout=120) for _ in procs), key=lambda r: r["index"])
+    for p in procs:
+        p.join(30)
+        assert p.exitcode == 0
+    out.close()
+    out.join_thread()
+    assert [r.get("error") for r in reports] == [None] * 4
+    assert all(r["before"] == "ok" for r in reports)
+    # 10 calls were needed (min_throughput) and at least half failed: opened by process 0
+    assert 5 <= reports[0]["failures_to_open"] <= 10
+    for r in reports[1:]:
+        assert r["after"] == "rejected"  # the very next call after the opening
+        assert 0 < r["retry_after"] <= 60

@@ -17,6 +17,9 @@ hash tag, so every key of one namespace lives in one slot and a script may touch
 * ``P:{ns}:l:<key>``  loader lock (value = token), expires with its lease.
 * ``P:{ns}:fence``    fencing-token counter of the namespace (one key per namespace).
 * ``P:{ns}:inv``      pub/sub channel of invalidations (``k:<key>`` or ``p:<prefix>``).
+* ``P:{ns}:cb:<key>``  circuit breaker state (hash), ``P:{ns}:cbr:<key>`` its outcome ring
+  (a string, one byte per call); both expire ``max(3600, 10 x longest break)`` seconds
+  after the last change (then the breaker reads closed and empty again).
 * ``P:{ns}:budget``   retry budget: hash ``b`` balance, ``t`` last update (server us),
   ``c:<client>`` running deposit total seen from each budget object (so a repeated
   exchange is not counted twice); expires after ``max(3600, 10 * window)`` seconds
@@ -31,6 +34,7 @@ from .base import CacheRecord
 
 __all__ = [
     "BUDGET",
+    "CIRCUIT",
     "CACHE_DELETE",
     "CACHE_GET",
     "CACHE_LOCK",
@@ -163,6 +167,9 @@ class Keys:
     def budget(self, name: str) -> str:
         return f"{self.prefix}:{{{name}}}:budget"
 
+    def circuit(self, name: str, key: str) -> tuple[str, str]:
+        return f"{self.prefix}:{{{name}}}:cb:{key}", f"{self.prefix}:{{{name}}}:cbr:{key}"
+
 
 def decode_record(reply: Any) -> CacheRecord | None:
     """Decode `CACHE_GET`'s reply (``None`` for an absent key or a malformed reply)."""
@@ -190,3 +197,187 @@ def glob_escape(text: str) -> str:
 def fmt(seconds: float) -> str:
     """Seconds as a decimal string Lua's ``tonumber`` reads back exactly enough."""
     return repr(float(seconds))
+
+
+# -- circuit breaker ----------------------------------------------------------------------------
+# Mirrors buttress._state.circuit.CircuitState for count windows (the ring of outcome codes
+# is a string, one byte per call: bit 0 failed, bit 1 slow). KEYS: state hash, ring string.
+# ARGV: op, token, failed, slow, window, min_throughput, failure_ratio (-1: off),
+# consecutive limit (-1: off), slow ratio (-1: off), half_open_calls, half_open_successes,
+# half_open_max (us, -1: off), break_reset_after (us), key ttl (s), break table (s)...
+# Reply: effective state, generation, calls, failures, slow, consecutive, opens,
+# break duration (s, string), retry_after (us, -1: none), trials in flight, trial
+# successes, trial failures, previous state ('' none), permitted, trial, actual state.
+CIRCUIT = (
+    """
+local op = ARGV[1]
+local token = tonumber(ARGV[2])
+local failed, slowf = tonumber(ARGV[3]), tonumber(ARGV[4])
+local size, minthr = tonumber(ARGV[5]), tonumber(ARGV[6])
+local ratio, climit, sratio = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local hcalls, hsucc, hmax = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
+local reset_after, ttl = tonumber(ARGV[13]), tonumber(ARGV[14])
+local nbreaks = #ARGV - 14
+"""
+    + _NOW
+    + """
+local f = redis.call('HMGET', KEYS[1], 'st', 'gen', 'cons', 'opens', 'bd', 'until', 'cs',
+                     'rs', 'tif', 'ts', 'tf', 'calls', 'fails', 'slow', 'pos')
+local st = tonumber(f[1]) or 0
+local gen = tonumber(f[2]) or 0
+local cons = tonumber(f[3]) or 0
+local opens = tonumber(f[4]) or 0
+local bd = f[5] or '0'
+local untl = tonumber(f[6]) or 0
+local cs = tonumber(f[7]) or now
+local rs = tonumber(f[8]) or 0
+local tif = tonumber(f[9]) or 0
+local ts = tonumber(f[10]) or 0
+local tf = tonumber(f[11]) or 0
+local calls = tonumber(f[12]) or 0
+local fails = tonumber(f[13]) or 0
+local slow = tonumber(f[14]) or 0
+local pos = tonumber(f[15]) or 0
+local NAMES = {[0] = 'closed', [1] = 'open', [2] = 'half_open', [3] = 'isolated'}
+local previous = ''
+local permitted, trial = 0, 0
+local dirty = false
+
+local function open_()
+  if st == 0 and now - cs >= reset_after then opens = 0 end
+  opens = opens + 1
+  bd = ARGV[14 + math.min(opens, nbreaks)]
+  untl = now + math.floor(tonumber(bd) * 1000000)
+  st = 1
+  gen = gen + 1
+  tif, ts, tf = 0, 0, 0
+end
+local function close_()
+  st = 0
+  gen = gen + 1
+  redis.call('DEL', KEYS[2])
+  calls, fails, slow, pos = 0, 0, 0, 0
+  cons = 0
+  cs = now
+  tif, ts, tf = 0, 0, 0
+end
+local function add(code)
+  if calls >= size then
+    local old = redis.call('GETRANGE', KEYS[2], pos, pos)
+    local b = 0
+    if old ~= '' then b = string.byte(old) end
+    if b % 2 == 1 then fails = fails - 1 end
+    if b >= 2 then slow = slow - 1 end
+  else
+    calls = calls + 1
+  end
+  redis.call('SETRANGE', KEYS[2], pos, string.char(code))
+  if code % 2 == 1 then fails = fails + 1 end
+  if code >= 2 then slow = slow + 1 end
+  pos = (pos + 1) % size
+end
+local function should_trip()
+  if climit >= 0 and cons >= climit then return true end
+  if calls < minthr or calls == 0 then return false end
+  if ratio >= 0 and fails >= ratio * calls then return true end
+  if sratio >= 0 and slow >= sratio * calls then return true end
+  return false
+end
+
+if op == 'acquire' then
+  if st == 0 then
+    permitted = 1
+  elseif st ~= 3 then
+    if st == 1 and now >= untl then
+      st = 2
+      gen = gen + 1
+      rs = now
+      tif, ts, tf = 0, 0, 0
+      previous = 'open'
+      dirty = true
+    end
+    if st == 2 then
+      if tif + ts + tf < hcalls then
+        tif = tif + 1
+        permitted, trial = 1, 1
+        dirty = true
+      elseif hmax >= 0 and tif > 0 and now - rs >= hmax then
+        open_()
+        previous = 'half_open'
+        dirty = true
+      end
+    end
+  end
+elseif op == 'record' then
+  if token == gen then
+    if st == 0 then
+      if failed == 0 and slowf == 0 then
+        add(0)
+        cons = 0
+      else
+        add(failed + 2 * slowf)
+        if failed == 1 then cons = cons + 1 else cons = 0 end
+        if should_trip() then
+          open_()
+          previous = 'closed'
+        end
+      end
+      dirty = true
+    elseif st == 2 and tif > 0 then
+      tif = tif - 1
+      if failed == 1 or slowf == 1 then
+        tf = tf + 1
+        if tf > hcalls - hsucc then
+          open_()
+          previous = 'half_open'
+        end
+      else
+        ts = ts + 1
+        if ts >= hsucc then
+          close_()
+          previous = 'half_open'
+        end
+      end
+      dirty = true
+    end
+  end
+elseif op == 'release' then
+  if token == gen and st == 2 and tif > 0 then
+    tif = tif - 1
+    dirty = true
+  end
+elseif op == 'isolate' then
+  if st ~= 3 then
+    previous = NAMES[st]
+    st = 3
+    gen = gen + 1
+    tif, ts, tf = 0, 0, 0
+    dirty = true
+  end
+elseif op == 'close' or op == 'reset' then
+  if st ~= 0 then previous = NAMES[st] end
+  close_()
+  if op == 'reset' then
+    opens = 0
+    bd = '0'
+  end
+  dirty = true
+end
+
+if dirty then
+  redis.call('HSET', KEYS[1], 'st', st, 'gen', gen, 'cons', cons, 'opens', opens, 'bd', bd,
+             'until', string.format('%.0f', untl), 'cs', string.format('%.0f', cs),
+             'rs', string.format('%.0f', rs), 'tif', tif, 'ts', ts, 'tf', tf,
+             'calls', calls, 'fails', fails, 'slow', slow, 'pos', pos)
+  redis.call('EXPIRE', KEYS[1], ttl)
+  if calls > 0 then redis.call('EXPIRE', KEYS[2], ttl) end
+end
+local eff = NAMES[st]
+local retry = -1
+if st == 1 then
+  if now >= untl then eff = 'half_open' else retry = untl - now end
+end
+return {eff, gen, calls, fails, slow, cons, opens, bd, string.format('%.0f', retry),
+        tif, ts, tf, previous, permitted, trial, NAMES[st]}
+"""
+)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from .._core.validate import check_duration
@@ -142,7 +142,7 @@ class _Subscriber:
 
 
 class RedisStore:
-    """Shared state on Redis for `CacheAside` (cache store) and retry budgets.
+    """Shared state on Redis: `CacheAside`, retry budgets and circuit breakers.
 
     Args:
         url: ``redis://[user:password@]host[:port][/db]``, ``rediss://...`` (TLS) or
@@ -155,6 +155,9 @@ class RedisStore:
         client: A ready ``redis.Redis`` to use for sync calls instead of building one
             from ``url`` (the store then does not close it).
         max_connections: Pool size of each client (default 64).
+        fail_open: For circuit breakers using this store (they have no setting of their
+            own): on Redis errors decide on local state (default ``True``) or raise
+            `StoreError` (``False``). Caches and budgets have their own ``fail_open``.
 
     Raises:
         ConfigurationError: Invalid URL, prefix or timeout.
@@ -169,6 +172,7 @@ class RedisStore:
         timeout: float = 0.25,
         client: Any = None,
         max_connections: int = 64,
+        fail_open: bool = True,
     ) -> None:
         self.url = _validate_url(url)
         if (
@@ -182,6 +186,7 @@ class RedisStore:
         self.prefix = prefix
         self.timeout = check_duration("RedisStore", "timeout", timeout, strictly_positive=True)
         self.max_connections = max_connections
+        self.fail_open = bool(fail_open)
         self._redis = _import_redis()
         self.description = _describe(url)
         self.keys = cmd.Keys(prefix)
@@ -193,8 +198,23 @@ class RedisStore:
         self._mutex = threading.Lock()
         self._subscribers: list[_Subscriber] = []
 
+    local = False
+    """Circuits live on the server (the breaker asks it on every call)."""
+
     def __repr__(self) -> str:
         return f"RedisStore({self.description!r}, prefix={self.prefix!r})"
+
+    # -- circuit breaker (CircuitStore) -----------------------------------------------------------
+
+    def circuit(self, name: str, key: Hashable | None, policy: Any) -> Any:
+        """A `RedisCircuit` for breaker ``name`` and partition ``key`` (see `CircuitStore`).
+
+        Raises:
+            ConfigurationError: The policy uses a time-based window.
+        """
+        from .redis_circuit import RedisCircuit
+
+        return RedisCircuit(self, name, key, policy)
 
     # -- clients -------------------------------------------------------------------------------
 
