@@ -19,10 +19,11 @@ import gc
 import statistics
 import sys
 import time
+import tracemalloc
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from buttress import CircuitBreaker, Pipeline
+from buttress import CircuitBreaker, Key, Pipeline, scope
 
 
 def target() -> int:
@@ -168,6 +169,29 @@ def report(title: str, results: dict[str, list[float]]) -> None:
         print("(no peer breaker installed: pip install -r requirements-bench.txt)")
 
 
+def memory_per_key(total: int = 100_000, max_keys: int = 10_000) -> None:
+    """Per-key breakers: memory after ``max_keys`` keys and after ``total`` distinct keys."""
+    host = Key[int]("host")
+    breaker = CircuitBreaker(key=lambda ctx: ctx.get(host), max_keys=max_keys)
+    p = Pipeline(breaker)
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    marks = {}
+    for i in range(total):
+        with scope(properties={host: i}):
+            p.call(target)
+        if i + 1 in (max_keys, total // 2, total):
+            gc.collect()
+            marks[i + 1] = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    print(f"\nper-key memory (count window of 100 calls, max_keys={max_keys:,})")
+    for n, used in marks.items():
+        print(
+            f"  after {n:>7,} distinct keys: {used / 1e6:6.2f} MB ({used / max_keys:,.0f} B/key held)"
+        )
+    assert len(breaker.keys()) == max_keys
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few iterations (smoke run)")
@@ -202,6 +226,7 @@ def main() -> None:
     report(
         "async (asyncio), closed breaker, successful call (ns per call)", asyncio.run(run_async())
     )
+    memory_per_key(20_000 if opts.quick else 100_000, 2_000 if opts.quick else 10_000)
 
 
 if __name__ == "__main__":
