@@ -195,23 +195,27 @@ def memory_per_key(total: int = 100_000, max_keys: int = 10_000) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few iterations (smoke run)")
-    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--rounds", type=int, default=60)
+    parser.add_argument(
+        "--part", choices=("all", "sync", "async", "memory"), default="all", help="what to run"
+    )
     opts = parser.parse_args()
-    n_sync = 20_000 if opts.quick else 50_000
-    n_async = 5_000 if opts.quick else 20_000
+    n_sync = 20_000 if opts.quick else 10_000
+    n_async = 5_000 if opts.quick else 4_000
     rounds = 2 if opts.quick else opts.rounds
     print(
         f"Python {sys.version.split()[0]}, {rounds} rounds, {n_sync} sync / {n_async} async calls"
     )
 
-    subjects = sync_subjects()
-    for fn in subjects.values():
-        assert fn() == 1
-    results: dict[str, list[float]] = {k: [] for k in subjects}
-    for _ in range(rounds):
-        for name, fn in subjects.items():
-            results[name].append(time_sync(fn, n_sync))
-    report("sync, closed breaker, successful call (ns per call)", results)
+    if opts.part in ("all", "sync"):
+        subjects = sync_subjects()
+        for fn in subjects.values():
+            assert fn() == 1
+        results: dict[str, list[float]] = {k: [] for k in subjects}
+        for _ in range(rounds):
+            for name, fn in subjects.items():
+                results[name].append(time_sync(fn, n_sync))
+        report("sync, closed breaker, successful call (ns per call)", results)
 
     async def run_async() -> dict[str, list[float]]:
         asubjects = async_subjects()
@@ -223,10 +227,11 @@ def main() -> None:
                 aresults[name].append(await time_async(fn, n_async))
         return aresults
 
-    report(
-        "async (asyncio), closed breaker, successful call (ns per call)", asyncio.run(run_async())
-    )
-    memory_per_key(20_000 if opts.quick else 100_000, 2_000 if opts.quick else 10_000)
+    if opts.part in ("all", "async"):
+        title = "async (asyncio), closed breaker, successful call (ns per call)"
+        report(title, asyncio.run(run_async()))
+    if opts.part in ("all", "memory"):
+        memory_per_key(20_000 if opts.quick else 100_000, 2_000 if opts.quick else 10_000)
 
 
 if __name__ == "__main__":
