@@ -252,20 +252,22 @@ class AsyncioRuntime:
 class AsyncioRace:
     """`AsyncRace` on asyncio: one task per attempt, one future to wake the owner.
 
-    Per race: one `asyncio.Task` and one done-callback per attempt, one future per `wait`
-    that has to suspend, and one timer (a loop handle, or a `ManualClock` timer) per `wait`
-    with a deadline. Done-callbacks always retrieve the attempt's exception, so asyncio
-    never logs "exception was never retrieved" for an abandoned loser.
+    Each attempt task runs a small wrapper that reports the attempt's outcome to the race
+    itself as it finishes (no done-callback round trip through the loop), so the happy
+    path takes two loop iterations: the attempt runs, then the owner resumes. The
+    wrapper keeps every outcome (never leaves an exception in the task to be "never
+    retrieved"); only the race's own cancellation of a loser ends a task cancelled. Per
+    `wait` that has to suspend: one future and, with a deadline, one timer (a loop
+    handle, or a `ManualClock` timer).
     """
 
-    __slots__ = ("_clock", "_closed", "_done", "_index", "_loop", "_tasks", "_waiter")
+    __slots__ = ("_clock", "_closed", "_done", "_loop", "_tasks", "_waiter")
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
         self._loop: Any = None
-        self._tasks: list[asyncio.Task[Any]] = []
-        self._index: dict[asyncio.Task[Any], int] = {}
-        self._done: deque[asyncio.Task[Any]] = deque()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._done: deque[tuple[int, Any, BaseException | None]] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._closed = False
 
@@ -286,25 +288,28 @@ class AsyncioRace:
             for task in pending:
                 task.cancel()
             # A second cancellation of the owner stops this wait; the attempts, already
-            # cancelled, then finish in the background (their errors are retrieved).
+            # cancelled, then finish in the background.
             await asyncio.wait(pending)
 
     def start(self, attempt: Callable[[], Awaitable[Any]]) -> int:
         index = len(self._tasks)
-        awaitable = attempt()
-        coro = awaitable if _iscoroutine(awaitable) else _await(awaitable)
-        task = self._loop.create_task(coro)
-        self._tasks.append(task)
-        self._index[task] = index
-        task.add_done_callback(self._finished)
+        self._tasks.append(self._loop.create_task(self._run(index, attempt)))
         return index
 
-    def _finished(self, task: asyncio.Task[Any]) -> None:
-        if not task.cancelled():
-            task.exception()  # mark retrieved
+    async def _run(self, index: int, attempt: Callable[[], Awaitable[Any]]) -> None:
+        try:
+            value = await attempt()
+        except BaseException as exc:  # reported to the owner, never handled here
+            if self._closed and isinstance(exc, asyncio.CancelledError):
+                raise  # a loser the race cancelled: end cancelled, report nothing
+            self._report((index, None, exc))
+            return
+        self._report((index, value, None))
+
+    def _report(self, item: tuple[int, Any, BaseException | None]) -> None:
         if self._closed:
             return
-        self._done.append(task)
+        self._done.append(item)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -329,13 +334,7 @@ class AsyncioRace:
                     timer.cancel()
             if not done:
                 return None
-        task = done.popleft()
-        index = self._index[task]
-        try:
-            value = task.result()
-        except BaseException as exc:  # reported, never handled here
-            return (index, None, exc)
-        return (index, value, None)
+        return done.popleft()
 
     def _arm(self, deadline: float, waiter: asyncio.Future[None]) -> Any:
         def wake() -> None:
@@ -352,13 +351,6 @@ class AsyncioRace:
                 loop.call_soon(wake)
             return handle
         return loop.call_later(max(0.0, deadline - clock.now()), wake)
-
-
-_iscoroutine = asyncio.iscoroutine
-
-
-async def _await(awaitable: Awaitable[Any]) -> Any:
-    return await awaitable
 
 
 _get_running_loop = asyncio.get_running_loop

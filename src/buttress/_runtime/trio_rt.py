@@ -129,21 +129,22 @@ class TrioRuntime:
 
 
 class TrioRace:
-    """`AsyncRace` on trio: a nursery, and one cancel scope per attempt.
+    """`AsyncRace` on trio: a nursery whose cancel scope ends the losers.
 
-    Each attempt runs in its own `trio.CancelScope`, so leaving the race cancels exactly
-    the attempts (never the owner), and an inner `Timeout` scope inside an attempt absorbs
-    only its own cancellation. A cancellation coming from outside (an enclosing deadline)
-    propagates out of the attempts and the nursery as trio requires.
+    Leaving the race cancels the nursery's own scope, which encloses exactly the attempts
+    (never the owner's code around the ``async with``), and waits for them. An inner
+    `Timeout` scope inside an attempt absorbs only its own cancellation; a cancellation
+    coming from outside (an enclosing deadline) propagates out of the attempts and the
+    nursery as trio requires.
     """
 
-    __slots__ = ("_clock", "_closed", "_done", "_event", "_manager", "_nursery", "_scopes")
+    __slots__ = ("_clock", "_closed", "_done", "_event", "_manager", "_nursery", "_started")
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
         self._manager: Any = None
         self._nursery: Any = None
-        self._scopes: list[trio.CancelScope] = []
+        self._started = 0
         self._done: deque[tuple[int, Any, BaseException | None]] = deque()
         self._event: trio.Event | None = None
         self._closed = False
@@ -161,33 +162,30 @@ class TrioRace:
     ) -> None:
         self._closed = True
         self._done.clear()
-        for scope in self._scopes:
-            scope.cancel()
+        nursery = self._nursery
+        if nursery.child_tasks:
+            nursery.cancel_scope.cancel()
         # Close the nursery as if its body had ended normally, so an exception leaving
         # the block propagates as itself (not wrapped in an exception group).
         await self._manager.__aexit__(None, None, None)
 
     def start(self, attempt: Callable[[], Awaitable[Any]]) -> int:
-        index = len(self._scopes)
-        scope = trio.CancelScope()
-        self._scopes.append(scope)
-        self._nursery.start_soon(self._run, index, attempt, scope)
+        index = self._started
+        self._started += 1
+        self._nursery.start_soon(self._run, index, attempt)
         return index
 
-    async def _run(
-        self, index: int, attempt: Callable[[], Awaitable[Any]], scope: trio.CancelScope
-    ) -> None:
-        with scope:
-            if scope.cancel_called:  # lost before it ever ran
-                return
-            try:
-                value = await attempt()
-            except trio.Cancelled:
-                raise  # ours is absorbed by ``scope``; an outer one must propagate
-            except BaseException as exc:  # reported to the owner, never handled here
-                self._report((index, None, exc))
-                return
-            self._report((index, value, None))
+    async def _run(self, index: int, attempt: Callable[[], Awaitable[Any]]) -> None:
+        if self._closed:  # lost before it ever ran
+            return
+        try:
+            value = await attempt()
+        except trio.Cancelled:
+            raise  # the nursery absorbs ours; an outer one must propagate
+        except BaseException as exc:  # reported to the owner, never handled here
+            self._report((index, None, exc))
+            return
+        self._report((index, value, None))
 
     def _report(self, item: tuple[int, Any, BaseException | None]) -> None:
         if self._closed:
