@@ -74,3 +74,29 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def pipeline_overhead() -> None:
+    """Whole-call cost of a LoadBalance layer: pipeline with it vs without."""
+    from buttress import LoadBalance, Pipeline
+
+    n = 100_000
+    plain = Pipeline(random=random.Random(1))
+    lb = Pipeline(LoadBalance([f"e{i}" for i in range(100)]), random=random.Random(1))
+
+    def f0() -> None:
+        return None
+
+    def f1(endpoint: object) -> None:
+        return None
+
+    t0 = best_of(lambda k: [plain.call(f0) for _ in range(k)], n)
+    t1 = best_of(lambda k: [lb.call(f1) for _ in range(k)], n)
+    print(
+        f"Pipeline.call: bare {t0:6.0f} ns, with LoadBalance(100 endpoints) {t1:6.0f} ns "
+        f"(LoadBalance layer {t1 - t0:6.0f} ns)"
+    )
+
+
+if __name__ == "__main__":
+    pipeline_overhead()

@@ -386,14 +386,31 @@ class PeakEwma(Balancer):
         state.stamp = now
 
     def on_finish(self, state: EndpointState, now: float, latency: float, failed: bool) -> None:
-        super().on_finish(state, now, latency, failed)
+        # inlined Balancer.on_finish + observe: this runs once per call
+        if state.outstanding > 0:
+            state.outstanding -= 1
+        mean = self._mean
         if failed:
-            if latency < self._mean:
-                latency = self._mean
+            if self.failure_penalty:
+                state.penalty = state.failure_score(now, self.penalty_decay) + self.failure_penalty
+                state.penalty_stamp = now
+            if latency < mean:
+                latency = mean
         else:
-            mean = self._mean
             self._mean = latency if mean == 0.0 else mean + 0.05 * (latency - mean)
-        self.observe(state, now, latency)
+        stamp = state.stamp
+        if stamp is None:
+            state.cost = latency
+        else:
+            cost = state.cost
+            if latency > cost:
+                state.cost = latency
+            elif now > stamp:
+                w = _exp((stamp - now) / self.decay)
+                state.cost = cost * w + latency * (1.0 - w)
+            else:
+                pass  # same instant: weight 1 keeps the estimate
+        state.stamp = now
 
     def on_cancel(self, state: EndpointState, now: float, latency: float) -> None:
         super().on_cancel(state, now, latency)

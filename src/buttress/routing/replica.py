@@ -74,7 +74,7 @@ class _Reads(LoadBalance):
                 last = materialize(record).get(_LAST_WRITE, None)
                 if last is not None and now - last < window:
                     primary = rs.primary_state
-                    if primary.available:
+                    if primary.available and not (avoid and primary in avoid):
                         self.router.picks += 1
                         primary.picks += 1
                         return primary

@@ -262,6 +262,10 @@ class Router:
         self.balancer.on_finish(state, now, latency, failed)
         outlier = self.outlier
         if outlier is not None:
+            if not failed:  # OutlierDetector.record's success path, inlined
+                state.successes += 1
+                state.consecutive_failures = 0
+                return
             ejection = outlier.record(state, failed, now, self.states)
             if ejection is not None:
                 self._ejected(ejection, now)

@@ -343,8 +343,9 @@ class LoadBalance:
             self._env = env
         router = self.router
         lock = router.lock
-        select = self._select
-        start = router.start
+        # skip one frame each: plain LoadBalance selects with the router directly
+        select = router.pick if type(self)._select is LoadBalance._select else self._select
+        start = router.balancer.on_start
         clock = env.clock
         rng = env.random
         group = self.group
@@ -354,6 +355,7 @@ class LoadBalance:
         to_arg = self.handoff != "context"
         to_ctx = self.handoff != "argument"
         finish = self._finish
+        router_finish = router.finish
         direct = next_step is invoke
 
         def balance_step(
@@ -388,13 +390,17 @@ class LoadBalance:
                 with lock:
                     router.cancel(state, t1, t1 - t0)
                 raise
-            finish(
-                env,
-                record,
-                state,
-                t0,
-                decide_result is not None and decide_result(result) is not False,
-            )
+            if decide_result is not None and decide_result(result) is not False:
+                finish(env, record, state, t0, True)
+                return result
+            t1 = clock.now()
+            with lock:
+                router_finish(state, t1, t1 - t0, False)
+                pending = router.pending
+                if pending:
+                    router.pending = []
+            if pending:
+                self._emit(env, pending)
             return result
 
         return balance_step
@@ -404,8 +410,9 @@ class LoadBalance:
             self._env = env
         router = self.router
         lock = router.lock
-        select = self._select
-        start = router.start
+        # skip one frame each: plain LoadBalance selects with the router directly
+        select = router.pick if type(self)._select is LoadBalance._select else self._select
+        start = router.balancer.on_start
         clock = env.clock
         rng = env.random
         group = self.group
@@ -415,6 +422,7 @@ class LoadBalance:
         to_arg = self.handoff != "context"
         to_ctx = self.handoff != "argument"
         finish = self._finish
+        router_finish = router.finish
         direct = next_step is ainvoke
 
         async def balance_step(
@@ -449,13 +457,17 @@ class LoadBalance:
                 with lock:
                     router.cancel(state, t1, t1 - t0)
                 raise
-            finish(
-                env,
-                record,
-                state,
-                t0,
-                decide_result is not None and decide_result(result) is not False,
-            )
+            if decide_result is not None and decide_result(result) is not False:
+                finish(env, record, state, t0, True)
+                return result
+            t1 = clock.now()
+            with lock:
+                router_finish(state, t1, t1 - t0, False)
+                pending = router.pending
+                if pending:
+                    router.pending = []
+            if pending:
+                self._emit(env, pending)
             return result
 
         return balance_step
