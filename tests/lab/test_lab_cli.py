@@ -189,3 +189,65 @@ def test_every_shipped_scenario_validates() -> None:
         sc = load_scenario(f)
         assert sc.reproduces, f"{f} must say which published result it reproduces"
         assert "Reproduces" in f.read_text() or "reproduces" in f.read_text().lower()
+
+
+REAL = """
+[scenario]
+name = "real-smoke"
+duration = 4.0
+seeds = 1
+window = 1.0
+recovery_hold = 1.0
+recovery_bin = 1.0
+recover_within = 2.0
+
+[dependency]
+workers = 4
+queue = 50
+service = { distribution = "constant", value = 0.01 }
+
+[load]
+rate = 30.0
+
+[client]
+timeout = 0.5
+
+[[faults]]
+kind = "outage"
+mode = "fast"
+start = 1.5
+duration = 1.0
+
+[pipelines.none]
+baseline = "no-retry"
+
+[pipelines.retry]
+strategies = [{ retry = { on = ["error"], attempts = 2, backoff = "none", budget = "none" } }]
+"""
+
+
+@pytest.mark.realtime
+def test_real_mode_runs_http_servers_end_to_end(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write(tmp_path, REAL)
+    out = tmp_path / "out"
+    code = main(["lab", "run", "--real", str(path), "--out", str(out), "--no-report"])
+    assert code == 0, capsys.readouterr().err
+    data = json.loads((out / "results.json").read_text())
+    assert data["real"]["rate_scale"] == 1.0
+    none, retry = data["pipelines"]
+    assert none["first_tries"]["mean"] > 60
+    assert none["server_requests"]["mean"] > 0
+    assert none["rejections"].get("client:ServerError", 0) > 0  # the outage was applied live
+    # two attempts during the fast-error outage: about 2x load while it lasts
+    assert retry["faults"][0]["amplification_during"]["mean"] > 1.5
+    assert none["faults"][0]["amplification_during"]["mean"] == pytest.approx(1.0, abs=0.05)
+
+
+def test_real_mode_refuses_too_long_sessions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write(tmp_path, REAL.replace("duration = 4.0", "duration = 400.0"))
+    assert main(["lab", "run", "--real", str(path)]) == 2
+    assert "real mode would take" in capsys.readouterr().err

@@ -202,10 +202,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if getattr(args, "real", False):
         from .real import run_real
 
+        update, stop = _progress()
+        wall = time.perf_counter()
         try:
-            results = run_real(scenario, seeds=args.seeds, extra=extras)
+            results = run_real(scenario, seeds=args.seeds, extra=extras, progress=update)
         except ScenarioError as exc:
+            stop()
             return _err(exc)
+        finally:
+            stop()
+        print(
+            f"ran {len(results['pipelines'])} pipeline(s) for real (HTTP on 127.0.0.1) in "
+            f"{time.perf_counter() - wall:.1f}s; offered rate scaled by "
+            f"{results['real']['rate_scale']:g}"
+        )
     else:
         update, stop = _progress()
         started = time.process_time()

@@ -1,27 +1,489 @@
-"""Real mode (``buttress lab run --real``): not available yet in this version.
+"""Real mode (``buttress lab run --real``): the scenario in wall-clock time, over the network.
 
-Planned: the scenario's replicas as HTTP servers on 127.0.0.1 with faults applied live,
-and httpx clients through the same pipelines, in wall-clock time (see docs/lab.md).
+Each replica is a small asyncio HTTP/1.1 server on 127.0.0.1 (one per replica, own port)
+with the scenario's workers, bounded queue, service times and faults applied live by a
+timeline task; the clients are real `httpx.AsyncClient` calls through the same buttress
+pipelines on the system clock. The report has the same shape as a simulated run.
+
+Differences from the simulator, by necessity:
+
+* Time is real: one run per pipeline, one after the other, each lasting the scenario's
+  ``duration`` (so keep real-mode scenarios short; the command refuses runs longer than
+  ``MAX_SECONDS`` in total).
+* The offered rate is scaled down to at most ``MAX_RPS`` leaf calls per second (Python's
+  HTTP stack on a shared machine), and workers and queues are scaled by the same factor so
+  utilisation stays the same; ``results.json`` records the factor (``real.rate_scale``).
+* A down replica answers ``503`` with ``x-lab-error: unavailable`` at once instead of
+  refusing the TCP connection (the client maps it to `UnavailableError`).
+* Wasted work is server time spent on requests whose client deadline (sent in the
+  ``x-lab-deadline`` header) had passed when the work finished.
+* The ``occ`` dependency, ``fanout`` > 1 and the network-delay distribution are not
+  modelled in real mode (the command says so).
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
+import random as _random
+import time
+from collections import Counter, deque
+from dataclasses import replace
+from types import SimpleNamespace
 from typing import Any
 
-from .errors import ScenarioError
-from .scenario import PipelineSpec, Scenario
+from .errors import (
+    CallTimeoutError,
+    OverloadedError,
+    ScenarioError,
+    ServerError,
+    ThrottledError,
+    UnavailableError,
+)
+from .model import Counters, sampler
+from .pipelines import build_pipeline
+from .run import _Run
+from .runner import aggregate
+from .scenario import FaultSpec, PipelineSpec, Scenario
 
-__all__ = ["run_real"]
+__all__ = ["MAX_RPS", "MAX_SECONDS", "run_real"]
+
+MAX_RPS = 40.0
+"""Most leaf calls per second offered in real mode; faster scenarios are scaled down."""
+
+MAX_SECONDS = 300.0
+"""Longest real-mode session accepted (pipelines x seeds x duration), seconds."""
+
+
+class _Replica:
+    def __init__(self, index: int, zone: str, workers: int) -> None:
+        self.index = index
+        self.zone = zone
+        self.workers = workers
+        self.capacity = workers
+        self.busy = 0
+        self.queue: deque[asyncio.Future[None]] = deque()
+        self.down = self.hang = self.fail_fast = False
+        self.error_rate = 0.0
+        self.latency = 1.0
+        self.port = 0
+        self.server: asyncio.Server | None = None
+
+
+class _Dependency:
+    """The replicas, their HTTP servers and the live fault state."""
+
+    def __init__(self, scenario: Scenario, seed: int, c: Counters, scale: float) -> None:
+        dep = scenario.dependency
+        workers = max(1, int(round(dep.workers * scale)))
+        self.queue_cap = int(round(dep.queue * scale))
+        self.replicas = [
+            _Replica(i, dep.zones[i % len(dep.zones)], workers) for i in range(dep.replicas)
+        ]
+        self.scenario = scenario
+        self.c = c
+        self.last = c.size - 1
+        self.t0 = 0.0
+        self.service = sampler(dep.service, _random.Random(f"{seed}/service"))
+        self.fault_rng = _random.Random(f"{seed}/faults")
+        self.bad_keys: dict[int, str] = {}
+        self.active: list[FaultSpec] = []
+        self.hung: list[asyncio.Future[None]] = []
+
+    def bin(self) -> int:
+        b = int(time.monotonic() - self.t0)
+        return b if b <= self.last else self.last
+
+    async def start(self) -> None:
+        for rep in self.replicas:
+            rep.server = await asyncio.start_server(self._handler(rep), "127.0.0.1", 0)
+            rep.port = rep.server.sockets[0].getsockname()[1]
+
+    def _handler(self, rep: _Replica) -> Any:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await self._connection(rep, reader, writer)
+
+        return handle
+
+    async def stop(self) -> None:
+        for fut in self.hung:
+            if not fut.done():
+                fut.set_result(None)
+        for rep in self.replicas:
+            if rep.server is not None:
+                rep.server.close()
+                await rep.server.wait_closed()
+
+    # -- faults -------------------------------------------------------------------------
+
+    async def timeline(self) -> None:
+        events: list[tuple[float, int, FaultSpec]] = []
+        for f in self.scenario.faults:
+            if f.kind == "flapping":
+                t = f.start
+                while t < f.end:
+                    events.append((t, 1, f))
+                    events.append((min(t + f.bad, f.end), 0, f))
+                    t = min(t + f.bad, f.end) + f.good
+            else:
+                events += [(f.start, 1, f), (f.end, 0, f)]
+        events.sort(key=lambda e: (e[0], e[1]))
+        for when, on, f in events:
+            delay = self.t0 + when - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if on:
+                self.active.append(f)
+            elif f in self.active:
+                self.active.remove(f)
+            self._apply()
+
+    def _apply(self) -> None:
+        for r in self.replicas:
+            r.down = r.hang = r.fail_fast = False
+            r.error_rate = 0.0
+            r.latency = 1.0
+            r.capacity = r.workers
+        self.bad_keys = {}
+        for f in self.active:
+            if f.kind == "partition":
+                for k in f.keys:
+                    self.bad_keys[k] = f.mode
+                continue
+            if f.replica is not None:
+                targets = [self.replicas[f.replica]]
+            elif f.zone is not None:
+                targets = [r for r in self.replicas if r.zone == f.zone]
+            else:
+                targets = self.replicas
+            for r in targets:
+                if f.kind in ("outage", "flapping"):
+                    if f.mode == "hang":
+                        r.hang = True
+                    else:
+                        r.fail_fast = True
+                elif f.kind == "error_rate":
+                    r.error_rate = 1.0 - (1.0 - r.error_rate) * (1.0 - f.rate)
+                elif f.kind in ("latency", "slow_replica"):
+                    r.latency *= f.factor
+                elif f.kind == "capacity":
+                    r.capacity = min(r.capacity, int(round(r.workers * f.remaining)))
+                elif f.kind in ("replica_down", "zone_down"):
+                    r.down = True
+        for r in self.replicas:
+            while r.queue and r.busy < r.capacity:
+                r.busy += 1
+                fut = r.queue.popleft()
+                if not fut.done():
+                    fut.set_result(None)
+                else:
+                    r.busy -= 1
+
+    # -- HTTP ----------------------------------------------------------------------------
+
+    async def _connection(
+        self, rep: _Replica, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        try:
+            while True:
+                line = await reader.readline()
+                if not line:
+                    break
+                headers: dict[str, str] = {}
+                while True:
+                    h = await reader.readline()
+                    if h in (b"\r\n", b"\n", b""):
+                        break
+                    name, _, value = h.decode("latin-1").partition(":")
+                    headers[name.strip().lower()] = value.strip()
+                path = line.split(b" ")[1].decode() if b" " in line else "/"
+                key = int(path.rpartition("key=")[2] or 0) if "key=" in path else 0
+                deadline = float(headers.get("x-lab-deadline", "inf"))
+                status, extra = await self._serve(rep, key, deadline, reader)
+                if status is None:
+                    break  # hung: the client gave up and closed the connection
+                body = b"ok" if status == 200 else b"error"
+                head = f"HTTP/1.1 {status} X\r\ncontent-length: {len(body)}\r\n{extra}\r\n"
+                writer.write(head.encode() + body)
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def _serve(
+        self, rep: _Replica, key: int, deadline: float, reader: asyncio.StreamReader
+    ) -> tuple[int | None, str]:
+        c = self.c
+        dep = self.scenario.dependency
+        if rep.down:
+            c.refused += 1
+            return 503, "x-lab-error: unavailable\r\n"
+        if rep.hang or self.bad_keys.get(key) == "hang":
+            c.lost += 1
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self.hung.append(fut)
+            reader_done: asyncio.Future[Any] = asyncio.ensure_future(reader.read(1))
+            pending: list[asyncio.Future[Any]] = [fut, reader_done]
+            await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            reader_done.cancel()
+            return None, ""
+        c.seen[self.bin()] += 1
+        if (
+            rep.fail_fast
+            or key in self.bad_keys
+            or (rep.error_rate > 0 and self.fault_rng.random() < rep.error_rate)
+        ):
+            c.server_errors += 1
+            if dep.rejection_cost > 0:
+                await asyncio.sleep(dep.rejection_cost)
+            return 500, ""
+        if rep.busy < rep.capacity:
+            rep.busy += 1
+        elif len(rep.queue) < self.queue_cap:
+            slot: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            rep.queue.append(slot)
+            await slot  # the releasing worker hands its slot over
+        elif dep.throttle_retry_after is not None:
+            c.throttled += 1
+            return 429, f"retry-after: {dep.throttle_retry_after:g}\r\n"
+        else:
+            c.overloaded += 1
+            return 503, "x-lab-error: overloaded\r\n"
+        started = time.monotonic()
+        try:
+            await asyncio.sleep(self.service() * rep.latency)
+        finally:
+            used = time.monotonic() - started
+            b = self.bin()
+            c.busy[b] += used
+            if time.monotonic() > deadline:
+                c.wasted[b] += used
+            if rep.queue and rep.busy <= rep.capacity:
+                rep.queue.popleft().set_result(None)
+            else:
+                rep.busy -= 1
+        return 200, ""
+
+
+class _RealRun(_Run):
+    """One pipeline run in wall-clock time (reuses the simulator's result code)."""
+
+    def __init__(self, scenario: Scenario, spec: PipelineSpec, seed: int, scale: float) -> None:
+        import buttress
+
+        self.scenario = scenario
+        self.seed = seed
+        self.c = c = Counters(scenario.duration)
+        self.last = c.size - 1
+        self.sched = SimpleNamespace(steps=0)  # type: ignore[assignment]
+        self.pipeline = build_pipeline(
+            spec,
+            buttress.SystemClock(),
+            _random.Random(f"{seed}/pipeline/{spec.name}"),
+            file=scenario.source,
+        )
+        self.lat = []
+        self.lat_t = []
+        self.errors = Counter()
+        self.failed = self.succeeded = 0
+        self.finished_at = 0.0
+        self.budgets = []
+        self.budget_series = []
+        self.breaker = []
+        self.fanout = 1
+        self.by_key = None
+        self.scale = scale
+        self.dep = _Dependency(scenario, seed, c, scale)
+        self.arrival_rng = _random.Random(f"{seed}/arrivals")
+        self.key_rng = _random.Random(f"{seed}/keys")
+        self.route_rng = _random.Random(f"{seed}/route")
+
+    async def _call(self, client: Any, key: int) -> None:
+        import httpx
+
+        dep = self.dep
+        self.c.attempts[dep.bin()] += 1
+        reps = dep.replicas
+        rep = reps[int(self.route_rng.random() * len(reps))]
+        timeout = self.scenario.client.timeout
+        deadline = time.monotonic() + timeout if timeout is not None else math.inf
+        try:
+            # the scenario's timeout bounds the whole call (httpx's is per phase)
+            async with asyncio.timeout(timeout):
+                r = await client.get(
+                    f"http://127.0.0.1:{rep.port}/call?key={key}",
+                    headers={"x-lab-deadline": repr(deadline)},
+                    timeout=None,
+                )
+        except (httpx.TimeoutException, TimeoutError):
+            raise CallTimeoutError() from None
+        except httpx.TransportError as exc:
+            raise UnavailableError(str(exc)) from None
+        if r.status_code == 200:
+            return
+        if r.status_code == 429:
+            raise ThrottledError(
+                "throttled",
+                strategy="dependency",
+                retry_after=float(r.headers.get("retry-after", "0")),
+            )
+        if r.status_code == 503:
+            if r.headers.get("x-lab-error") == "unavailable":
+                raise UnavailableError(f"replica {rep.index} is down")
+            raise OverloadedError("queue full")
+        raise ServerError(f"HTTP {r.status_code}")
+
+    async def _user(self, client: Any) -> None:  # type: ignore[override]
+        dep = self.dep
+        c = self.c
+        t0 = time.monotonic()
+        b = dep.bin()
+        c.first[b] += 1
+        keys = self.scenario.load.keys
+        key = int(self.key_rng.random() * keys) if keys > 1 else 0
+        try:
+            await self.pipeline.acall(self._call, client, key)
+        except Exception as exc:
+            self.failed += 1
+            self.errors[type(exc).__name__] += 1
+        else:
+            now = time.monotonic()
+            self.succeeded += 1
+            c.ok_by_start[b] += 1
+            c.good[dep.bin()] += 1
+            self.lat.append(now - t0)
+            self.lat_t.append(now - dep.t0)
+        self.finished_at = time.monotonic() - dep.t0
+
+    async def _drive(self) -> None:
+        import httpx
+
+        sc = self.scenario
+        load = sc.load
+        dep = self.dep
+        await dep.start()
+        limits = httpx.Limits(max_connections=2000, max_keepalive_connections=500)
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            async with httpx.AsyncClient(limits=limits) as client:
+                dep.t0 = time.monotonic()
+                timeline = asyncio.ensure_future(dep.timeline())
+                stop = load.stop if load.stop is not None else sc.duration
+                if load.kind == "open":
+                    t = load.start
+                    while True:
+                        rate = load.rate_at(t) * self.scale
+                        if rate <= 0:
+                            t += 0.1
+                        elif load.arrival == "poisson":
+                            t += self.arrival_rng.expovariate(rate)
+                        else:
+                            t += 1.0 / rate
+                        if t >= stop:
+                            break
+                        delay = dep.t0 + t - time.monotonic()
+                        if delay > 0:
+                            await asyncio.sleep(delay)
+                        task = asyncio.ensure_future(self._user(client))
+                        tasks.add(task)
+                        task.add_done_callback(tasks.discard)
+                else:
+                    clients = max(1, int(round(load.clients * self.scale)))
+                    for _ in range(clients):
+                        task = asyncio.ensure_future(self._client_loop(client, stop))
+                        tasks.add(task)
+                        task.add_done_callback(tasks.discard)
+                remaining = dep.t0 + sc.duration - time.monotonic()
+                if remaining > 0:
+                    await asyncio.sleep(remaining)
+                timeline.cancel()
+                self.in_flight = len(tasks)
+                for task in list(tasks):
+                    task.cancel()
+                await asyncio.gather(*tasks, timeline, return_exceptions=True)
+        finally:
+            await dep.stop()
+
+    async def _client_loop(self, client: Any, stop: float) -> None:
+        load = self.scenario.load
+        n = 0
+        while (load.requests_per_client == 0 or n < load.requests_per_client) and (
+            time.monotonic() - self.dep.t0 < stop
+        ):
+            await self._user(client)
+            n += 1
+            if load.think_time > 0:
+                await asyncio.sleep(load.think_time)
+
+    def execute(self) -> dict[str, Any]:
+        self.in_flight = 0
+        asyncio.run(self._drive())
+        return self._results(self.in_flight)
+
+
+def _check(scenario: Scenario, runs: int) -> None:
+    where = scenario.source
+    if scenario.dependency.kind != "service":
+        raise ScenarioError(where, "dependency.kind", "real mode supports only 'service'")
+    if scenario.load.fanout != 1:
+        raise ScenarioError(where, "load.fanout", "real mode supports only fanout = 1")
+    total = runs * scenario.duration
+    if total > MAX_SECONDS:
+        raise ScenarioError(
+            where,
+            "scenario.duration",
+            f"real mode would take {total:.0f} s ({runs} runs x {scenario.duration:g} s); "
+            f"keep it under {MAX_SECONDS:.0f} s (fewer seeds or pipelines, or a shorter "
+            "scenario)",
+        )
 
 
 def run_real(
-    scenario: Scenario, *, seeds: int | None = None, extra: tuple[PipelineSpec, ...] = ()
+    scenario: Scenario,
+    *,
+    seeds: int | None = None,
+    extra: tuple[PipelineSpec, ...] = (),
+    progress: Any = None,
 ) -> dict[str, Any]:
-    """Run ``scenario`` in wall-clock time over the network.
+    """Run ``scenario`` in wall-clock time against real HTTP servers on 127.0.0.1.
+
+    Args:
+        scenario: The validated scenario.
+        seeds: Seeds per pipeline (default 1 in real mode).
+        extra: More pipelines (``--pipeline``).
+        progress: Called as ``progress(done, total)`` after each run.
+
+    Returns:
+        The results document (same schema as simulated runs, plus ``real``).
 
     Raises:
-        ScenarioError: Always, for now: real mode is not built yet.
+        ScenarioError: The scenario cannot run in real mode, or the ``httpx`` extra is
+            missing.
     """
-    raise ScenarioError(
-        scenario.source, "", "--real is not available yet in this version of the lab"
-    )
+    try:
+        import httpx  # noqa: F401
+    except ImportError:
+        raise ScenarioError(
+            scenario.source, "", "real mode needs httpx: pip install 'buttress[httpx]'"
+        ) from None
+    n = seeds if seeds is not None else 1
+    specs = (*scenario.pipelines, *extra)
+    _check(scenario, n * len(specs))
+    load = scenario.load
+    peak = max([load.rate, *(r for _, r in load.ramp)]) if load.kind == "open" else 0.0
+    scale = min(1.0, MAX_RPS / peak) if peak > 0 else 1.0
+    by_pipeline: dict[str, list[dict[str, Any]]] = {s.name: [] for s in specs}
+    total = n * len(specs)
+    done = 0
+    for spec in specs:
+        for seed in range(n):
+            res = _RealRun(scenario, spec, seed, scale).execute()
+            by_pipeline[spec.name].append(res)
+            done += 1
+            if progress is not None:
+                progress(done, total)
+    # rates, goodput and counts are those of the scaled run (see ``real.rate_scale``)
+    out = aggregate(replace(scenario, pipelines=specs), n, by_pipeline)
+    out["real"] = {"rate_scale": round(scale, 6), "max_rps": MAX_RPS}
+    return out
