@@ -75,8 +75,8 @@ class _Dependency:
 
     def __init__(self, scenario: Scenario, seed: int, c: Counters, scale: float) -> None:
         dep = scenario.dependency
-        workers = max(1, int(round(dep.workers * scale)))
-        self.queue_cap = int(round(dep.queue * scale))
+        workers = max(1, round(dep.workers * scale))
+        self.queue_cap = round(dep.queue * scale)
         self.replicas = [
             _Replica(i, dep.zones[i % len(dep.zones)], workers) for i in range(dep.replicas)
         ]
@@ -167,7 +167,7 @@ class _Dependency:
                 elif f.kind in ("latency", "slow_replica"):
                     r.latency *= f.factor
                 elif f.kind == "capacity":
-                    r.capacity = min(r.capacity, int(round(r.workers * f.remaining)))
+                    r.capacity = min(r.capacity, round(r.workers * f.remaining))
                 elif f.kind in ("replica_down", "zone_down"):
                     r.down = True
         for r in self.replicas:
@@ -389,7 +389,7 @@ class _RealRun(_Run):
                         tasks.add(task)
                         task.add_done_callback(tasks.discard)
                 else:
-                    clients = max(1, int(round(load.clients * self.scale)))
+                    clients = max(1, round(load.clients * self.scale))
                     for _ in range(clients):
                         task = asyncio.ensure_future(self._client_loop(client, stop))
                         tasks.add(task)
