@@ -378,3 +378,32 @@ def test_invalid_configuration() -> None:
     with pytest.raises(ConfigurationError, match="app"):
         ResilienceMiddleware(None)  # type: ignore[arg-type]
     assert json.loads("{}") == {}
+
+
+def test_real_rate_limiter_per_client_answers_429_with_retry_after() -> None:
+    from buttress import RateLimiter
+    from buttress.testing import ManualClock
+
+    clock = ManualClock()
+    app = Recorder(status=200)
+    limiter = RateLimiter(0.5, 2, key=by_client)  # one request per 2 s, burst 2
+    mw = ResilienceMiddleware(app, pipeline=Pipeline(limiter, clock=clock))
+
+    async def main() -> list[httpx.Response]:
+        a = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=mw, client=("10.0.0.1", 1)), base_url="http://x"
+        )
+        b = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=mw, client=("10.0.0.2", 1)), base_url="http://x"
+        )
+        async with a, b:
+            out = [await a.get("/") for _ in range(3)]
+            out.append(await b.get("/"))  # another client has its own bucket
+            clock.advance(2.0)
+            out.append(await a.get("/"))
+            return out
+
+    responses = run(main())
+    assert [r.status_code for r in responses] == [200, 200, 429, 200, 200]
+    assert responses[2].headers["retry-after"] == "2"
+    assert len(app.runs) == 4

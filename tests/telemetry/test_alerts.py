@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -105,3 +106,100 @@ def test_promtool_checks_the_rules(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS: 5 rules found" in done.stdout
+
+
+def test_real_open_breaker_matches_the_alert_selector(clock: Any) -> None:
+    """A real CircuitBreaker, scraped: the series the ButtressCircuitOpen rule selects is 1."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from buttress import CircuitBreaker, CircuitOpenError, Pipeline
+    from buttress.telemetry.prometheus import PrometheusMetrics
+
+    registry = CollectorRegistry()
+    breaker = CircuitBreaker(on=ConnectionError, consecutive_failures=2, name="db")
+    pipeline = Pipeline(
+        breaker, name="alerting", clock=clock, listeners=[PrometheusMetrics(registry)]
+    )
+
+    def fail() -> None:
+        raise ConnectionError
+
+    for _ in range(2):
+        with pytest.raises(ConnectionError):
+            pipeline.call(fail)
+    with pytest.raises(CircuitOpenError):
+        pipeline.call(fail)
+    text = generate_latest(registry).decode()
+    states = {
+        s.labels["state"]: s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "buttress_circuit_state" and s.labels["pipeline"] == "alerting"
+    }
+    assert states["open"] == 1.0
+    assert states["closed"] == 0.0
+    rejected = [
+        s
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "buttress_rejections_total"
+    ]
+    assert [(s.labels["reason"], s.value) for s in rejected] == [("circuit_open", 1.0)]
+    transitions = [
+        s.labels["state"]
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "buttress_circuit_transitions_total"
+    ]
+    assert transitions == ["open"]
+
+
+PROMTOOL_TESTS = """
+rule_files:
+  - alerts.yml
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'buttress_circuit_state{pipeline="p", strategy="db", state="open"}'
+        values: '0 1x10'
+      - series: 'buttress_pipeline_calls_total{pipeline="p", outcome="success"}'
+        values: '0+90x120'
+      - series: 'buttress_pipeline_calls_total{pipeline="p", outcome="error"}'
+        values: '0+10x120'
+    alert_rule_test:
+      - eval_time: 4m
+        alertname: ButtressCircuitOpen
+        exp_alerts: []
+      - eval_time: 7m
+        alertname: ButtressCircuitOpen
+        exp_alerts:
+          - exp_labels: {severity: warning, pipeline: p, strategy: db}
+            exp_annotations:
+              summary: "Circuit db of pipeline p open for over 5m"
+              description: "The breaker keeps failing its half-open probes: the dependency is still down or the break duration is too short."
+      - eval_time: 70m
+        alertname: ButtressErrorBudgetBurnFast
+        exp_alerts:
+          - exp_labels: {severity: critical, pipeline: p}
+            exp_annotations:
+              summary: "Pipeline p burns its 0.999 SLO error budget 14.4x too fast"
+              description: "At this rate 2% of a 30-day error budget is spent per hour."
+"""  # noqa: E501
+
+
+def test_promtool_unit_tests_fire_the_alerts(tmp_path: Path) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed (Debian package 'prometheus')")
+    (tmp_path / "alerts.yml").write_text(shipped_rules())
+    (tmp_path / "tests.yml").write_text(PROMTOOL_TESTS)
+    done = subprocess.run(
+        [promtool, "test", "rules", "tests.yml"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr

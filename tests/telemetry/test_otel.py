@@ -228,3 +228,50 @@ def test_instrument_installs_globally_and_close_removes(
     calls = _points(reader)["buttress.pipeline.calls"]
     assert [p.value for _, a, p in calls if a["pipeline"] == "global-otel"] == [1]
     assert [s.name for s in exporter.get_finished_spans()] == ["buttress global-otel"]
+
+
+@pytest.mark.realtime
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_real_hedge_attempts_share_the_call_span(mode: str) -> None:
+    import threading
+    import time
+
+    from buttress import Hedge
+
+    exporter, provider, listener = _tracing()
+    tracer = provider.get_tracer("t")
+    pipeline = Pipeline(Hedge(delay=0.02), name="hedged-real", listeners=[listener])
+    lock = threading.Lock()
+    calls = {"n": 0}
+
+    def slow_first() -> int:
+        with lock:
+            calls["n"] += 1
+            n = calls["n"]
+        with tracer.start_as_current_span(f"attempt-{n}"):
+            time.sleep(0.3 if n == 1 else 0.0)
+        return n
+
+    async def aslow_first() -> int:
+        calls["n"] += 1
+        n = calls["n"]
+        with tracer.start_as_current_span(f"attempt-{n}"):
+            await asyncio.sleep(0.3 if n == 1 else 0.0)
+        return n
+
+    if mode == "sync":
+        winner = pipeline.call(slow_first)
+    else:
+        winner = asyncio.run(pipeline.acall(aslow_first))
+    assert winner == 2
+    if mode == "sync":
+        time.sleep(0.35)  # the abandoned primary thread finishes its span
+    spans = exporter.get_finished_spans()
+    call = next(s for s in spans if s.name == "buttress hedged-real")
+    attempts = [s for s in spans if s.name.startswith("attempt-")]
+    assert {s.name for s in attempts} >= {"attempt-2"}
+    for span in attempts:
+        assert span.context.trace_id == call.context.trace_id
+        assert span.parent is not None
+        assert span.parent.span_id == call.context.span_id
+    assert "buttress.hedge.started" in [e.name for e in call.events]
