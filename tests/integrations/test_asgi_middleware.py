@@ -377,6 +377,11 @@ def test_invalid_configuration() -> None:
             ResilienceMiddleware(app, **kwargs)
     with pytest.raises(ConfigurationError, match="app"):
         ResilienceMiddleware(None)  # type: ignore[arg-type]
+    from buttress import Hedge, Retry
+
+    for strategy in (Retry(on=Exception), Hedge(delay=0.1)):
+        with pytest.raises(ConfigurationError, match="twice"):
+            ResilienceMiddleware(app, pipeline=Pipeline(strategy))
     assert json.loads("{}") == {}
 
 

@@ -164,7 +164,8 @@ class ResilienceMiddleware:
     Args:
         app: The ASGI application.
         pipeline: Strategies the app runs through (e.g. ``Pipeline(Bulkhead(64),
-            RateLimiter(100, 200, key=by_client))``); ``None`` runs the app directly.
+            RateLimiter(100, 200, key=by_client))``); ``None`` runs the app directly. A
+            `Retry` or `Hedge` is refused: the app cannot be run twice on one request.
         timeout: Server-side limit per request in seconds (> 0), or ``None`` (default) for
             none besides the incoming deadline.
         honour_deadline_header: Read ``deadline_header`` from requests (default True).
@@ -206,6 +207,20 @@ class ResilienceMiddleware:
             raise ConfigurationError.invalid(owner, "app", app, "an ASGI application")
         if pipeline is not None and not isinstance(pipeline, Pipeline):
             raise ConfigurationError.invalid(owner, "pipeline", pipeline, "a buttress.Pipeline")
+        if pipeline is not None:
+            from .._strategies.hedge import Hedge
+            from .._strategies.retry import Retry
+
+            for strategy in pipeline.strategies:
+                if isinstance(strategy, (Retry, Hedge)):
+                    raise ConfigurationError.invalid(
+                        owner,
+                        "pipeline",
+                        pipeline,
+                        "server-side strategies only (Bulkhead, RateLimiter, CircuitBreaker, "
+                        "Timeout, Fallback): a Retry or Hedge would run the ASGI app twice "
+                        "on one request stream",
+                    )
         if timeout is not None and (
             not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf
         ):
