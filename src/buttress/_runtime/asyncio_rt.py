@@ -144,7 +144,10 @@ class AsyncioWaiter:
     def _set(self, value: bool) -> None:
         fut = self._fut
         if not fut.done():
-            fut.set_result(value)
+            try:
+                fut.set_result(value)
+            except RuntimeError:  # its loop is closed: the waiting task will never run
+                pass
 
     def _set_threadsafe(self, value: bool) -> None:
         try:
