@@ -893,7 +893,6 @@ async def test_in_use_and_queued_gauges() -> None:
     assert readings() == {"buttress.bulkhead.in_use": 0.0, "buttress.bulkhead.queued": 0.0}
 
 
-
 def test_trio_cancel_at_the_moment_of_grant_never_leaks() -> None:
     b = Bulkhead(1, max_queued=2)
     p = Pipeline(b)
