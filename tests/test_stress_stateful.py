@@ -9,7 +9,9 @@ delays and cancellations going on around it:
 * calls admitted by the limiter never exceed ``burst + rate * elapsed`` (GCRA's bound);
 
 and after every call has finished, no bulkhead slot, queue entry or half-open trial slot
-is held, and the limiter again admits exactly ``burst`` calls after a quiet period.
+is held, the breaker closes again after healthy trials (it cannot stay half-open), and
+the limiter admits a full ``burst`` after a quiet period (no permit leaked) and still no
+more than its bound.
 
 Each stateful strategy is hammered alone and all three together in one pipeline. The
 clock is the real monotonic clock: the point is real interleavings.
