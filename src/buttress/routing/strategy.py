@@ -205,6 +205,7 @@ class LoadBalance:
                 s.healthy = False
         self._version = group.version
         self._env: Env | None = None
+        self._env_fallback = False
         self._schedule = ProbeSchedule(health) if health is not None else None
         self._next_refresh = -math.inf
         self._lag_exempt: frozenset[str] = frozenset()
@@ -339,8 +340,9 @@ class LoadBalance:
         return self.router.pick(now, rng, avoid)
 
     def build_sync(self, next_step: SyncStep, env: Env) -> SyncStep:
-        if self._env is None:
+        if self._env is None or self._env_fallback:
             self._env = env
+            self._env_fallback = False
         router = self.router
         lock = router.lock
         # skip one frame each: plain LoadBalance selects with the router directly
@@ -406,8 +408,9 @@ class LoadBalance:
         return balance_step
 
     def build_async(self, next_step: AsyncStep, env: Env) -> AsyncStep:
-        if self._env is None:
+        if self._env is None or self._env_fallback:
             self._env = env
+            self._env_fallback = False
         router = self.router
         lock = router.lock
         # skip one frame each: plain LoadBalance selects with the router directly
@@ -492,10 +495,20 @@ class LoadBalance:
 
     # -- background maintenance: health probes and membership refresh ----------------------
 
-    def _background_env(self) -> Env:
+    def _background_env(self, pipeline: Any = None) -> Env:
+        if pipeline is not None:
+            env = getattr(pipeline, "env", pipeline)
+            if not isinstance(env, Env):
+                raise ConfigurationError.invalid(
+                    "LoadBalance", "pipeline", pipeline, "a Pipeline (or its Env) or None"
+                )
+            self._env = env
+            self._env_fallback = False
+            return env
         env = self._env
         if env is None:
             env = self._env = Env(self.name)
+            self._env_fallback = True
         return env
 
     def _apply_probe(self, state: EndpointState, ok: bool, lag: float | None, now: float) -> None:
@@ -524,17 +537,23 @@ class LoadBalance:
         wait = min(wait, nxt - now)
         return max(0.0, min(wait, 60.0))
 
-    def maintain(self) -> float:
+    def maintain(self, pipeline: Any = None) -> float:
         """Run the sync background work due now: membership refresh and health probes.
 
         Returns the seconds until more work is due (at most 60). `start_background` calls
         it in a loop; call it yourself in tests with a `ManualClock`.
 
+        Args:
+            pipeline: The `Pipeline` whose clock, random source and listeners the
+                background work uses. Default: the first pipeline this strategy was built
+                into (a pipeline binds on its first call), else the system clock, a fresh
+                random source and no listeners until one does.
+
         Raises:
             ConfigurationError: The probe or the group's source is async (use
                 `run_background` / `amaintain`).
         """
-        env = self._background_env()
+        env = self._background_env(pipeline)
         health = self.health
         if (health is not None and health.is_async) or self.group.is_async:
             raise ConfigurationError(
@@ -560,10 +579,10 @@ class LoadBalance:
         self._emit(env, self._take_pending())
         return wait
 
-    async def amaintain(self) -> float:
+    async def amaintain(self, pipeline: Any = None) -> float:
         """Async `maintain`: also runs async probes (cancelled after ``health.timeout``)
-        and async membership sources."""
-        env = self._background_env()
+        and async membership sources. ``pipeline`` as for `maintain`."""
+        env = self._background_env(pipeline)
         health = self.health
         now = env.clock.now()
         if self.group.dynamic and now >= self._next_refresh:
@@ -602,11 +621,11 @@ class LoadBalance:
             result = await result
         return probe_verdict(result)
 
-    def start_background(self) -> BackgroundLoop:
+    def start_background(self, pipeline: Any = None) -> BackgroundLoop:
         """Start a daemon thread running `maintain` (health probes, membership refresh).
 
         Returns a handle; call ``handle.stop()`` to stop it (it is also a good idea to stop
-        it in tests). Waits are real time.
+        it in tests). Waits are real time. ``pipeline`` as for `maintain`.
 
         Raises:
             ConfigurationError: The probe or the group's source is async.
@@ -620,20 +639,24 @@ class LoadBalance:
                 value=health,
                 expected="sync probe and source",
             )
+        if pipeline is not None:
+            self._background_env(pipeline)
         return BackgroundLoop(
             self.maintain,
             name=f"buttress-{self.name}",
             on_error=lambda exc: _log.error("buttress: %s maintenance failed: %r", self.name, exc),
         )
 
-    async def run_background(self) -> None:
+    async def run_background(self, pipeline: Any = None) -> None:
         """Run `amaintain` forever in the current asyncio / trio / lab task.
 
-        Start it with ``asyncio.create_task(lb.run_background())`` or
-        ``nursery.start_soon(lb.run_background)``; cancel the task to stop it.
+        Start it with ``asyncio.create_task(lb.run_background(pipeline))`` or
+        ``nursery.start_soon(lb.run_background, pipeline)``; cancel the task to stop it.
+        ``pipeline`` as for `maintain` (pass it when the background task may start before
+        the pipeline's first call, so probes use its clock and listeners from the start).
         """
-        env = self._background_env()
-        rt = env.async_runtime()
+        if pipeline is not None:
+            self._background_env(pipeline)
         while True:
             wait = await self.amaintain()
-            await rt.sleep(wait)
+            await self._background_env().async_runtime().sleep(wait)
