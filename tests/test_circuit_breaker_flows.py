@@ -514,3 +514,90 @@ def test_a_raising_predicate_in_a_trial_releases_the_slot(clock: ManualClock) ->
 
     asyncio.run(main())
     assert b.metrics.half_open_in_flight == 0
+
+
+# -- a shared (non-local) store ----------------------------------------------------------------
+
+
+def test_store_path_sync_full_cycle(clock: ManualClock, events: RecordingListener) -> None:
+    from circuit_contract import SavedStore
+
+    store = SavedStore()
+    b = CircuitBreaker(consecutive_failures=2, break_duration=3.0, store=store)
+    assert not b.local
+    p = Pipeline(b, clock=clock, listeners=[events])
+    assert outcome(p, lambda: "ok") == "ok"
+    outcome(p, fail)
+    outcome(p, fail)
+    assert b.state == "open"
+    err = outcome(p, lambda: "ok")
+    assert isinstance(err, CircuitOpenError)
+    assert err.retry_after == 3.0
+    clock.advance(3.0)
+
+    def other() -> None:
+        raise KeyError("unhandled: neither way")
+
+    b2 = CircuitBreaker(on=ConnectionError, consecutive_failures=1, store=SavedStore())
+    p2 = Pipeline(b2, clock=clock)
+    outcome(p2, fail)
+    clock.advance(5.0)
+    assert isinstance(outcome(p2, other), KeyError)  # trial released through the store
+    assert b2.metrics.half_open_in_flight == 0
+    assert outcome(p, lambda: "ok") == "ok"
+    assert b.state == "closed"
+    assert [e.to_state for e in events.of_type(CircuitStateChanged)] == [
+        "open",
+        "half_open",
+        "closed",
+    ]
+    assert store.circuits[("circuit_breaker", None)].snapshot(clock.now()).state == "closed"
+
+
+def test_store_path_async_cancel_and_unhandled_release(clock: ManualClock) -> None:
+    from circuit_contract import SavedStore
+
+    b = CircuitBreaker(
+        on=ConnectionError, consecutive_failures=1, break_duration=1.0, store=SavedStore()
+    )
+    p = Pipeline(b, clock=clock)
+
+    async def other() -> None:
+        raise KeyError("unhandled")
+
+    async def main() -> None:
+        assert isinstance(await aoutcome(p, afail), ConnectionError)
+        clock.advance(1.0)
+        assert isinstance(await aoutcome(p, other), KeyError)  # arelease
+        assert b.metrics.half_open_in_flight == 0
+        entered = asyncio.Event()
+
+        async def hang() -> None:
+            entered.set()
+            await asyncio.Event().wait()
+
+        task = asyncio.create_task(p.acall(hang))
+        await entered.wait()
+        assert b.metrics.half_open_in_flight == 1
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert b.metrics.half_open_in_flight == 0
+        assert await p.acall(aok) == "ok"
+
+    asyncio.run(main())
+    assert b.state == "closed"
+
+
+def test_store_path_per_key(clock: ManualClock) -> None:
+    from circuit_contract import SavedStore
+
+    store = SavedStore()
+    b = CircuitBreaker(key=lambda ctx: ctx.get(HOST), consecutive_failures=1, store=store)
+    p = Pipeline(b, clock=clock)
+    with scope(properties={HOST: "a"}):
+        outcome(p, fail)
+    with scope(properties={HOST: "b"}):
+        assert outcome(p, lambda: "ok") == "ok"
+    assert (b.state_of("a"), b.state_of("b")) == ("open", "closed")
+    assert set(store.circuits) == {("circuit_breaker", "a"), ("circuit_breaker", "b")}
