@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 import random as _random
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from .._runtime.detect import RUNTIME_OVERRIDE as _override
 from .._runtime.detect import detect_async_runtime as _detect
 from .clock import SYSTEM_CLOCK, Clock
 
@@ -28,6 +30,7 @@ Listener = Callable[["Event"], None]
 """Anything that accepts an `Event`. Must be fast and must not raise (if it does, the
 error is logged once per listener and the call's result is unaffected)."""
 
+_modules = sys.modules
 _log = logging.getLogger("buttress")
 _global_listeners: tuple[Listener, ...] = ()
 _envs: weakref.WeakSet[Env] = weakref.WeakSet()
@@ -146,4 +149,10 @@ class Env:
         """
         if self.runtime is not None:
             return self.runtime  # type: ignore[no-any-return]
+        # Inlined `detect_async_runtime` for the common asyncio case (one Python call less,
+        # about 60 ns, on every async Timeout); the other runtimes go through it.
+        if _override.get() is None and "trio" not in _modules:
+            rt = self._asyncio_rt
+            if rt is not None:
+                return rt
         return _detect(self)
