@@ -34,3 +34,26 @@ def use() -> int:
 
 async def ause() -> int:
     return await aadd(1, 2) + await pipeline.acall(aadd, 1, b=2)
+
+
+def use_limits() -> float:
+    from datetime import timedelta
+
+    from buttress import Bulkhead, Key, RateLimiter
+    from buttress.stores import MemoryBucketStore
+
+    tenant = Key[str]("tenant", default="anonymous")
+    bulkhead = Bulkhead(8, max_queued=16, max_wait=timedelta(milliseconds=250))
+    limiter = RateLimiter(
+        50.0,
+        10,
+        max_wait=0.1,
+        key=lambda ctx: ctx.get(tenant),
+        cost=lambda ctx: 2.0,
+        store=MemoryBucketStore(),
+    )
+    limited = Pipeline(limiter, bulkhead, name="limited")
+    limited.call(add, 1, 2)
+    snap = bulkhead.snapshot()
+    in_use: int = snap.in_use + snap.queued + snap.available
+    return limiter.available(limited.clock.now(), key="acme") + in_use
