@@ -304,3 +304,27 @@ def test_invalid_configuration() -> None:
         ResilientTransport(transport=object())  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="deadline_header"):
         AsyncResilientTransport(deadline_header="")
+
+
+def test_async_transport_under_trio(clock: ManualClock) -> None:
+    trio = pytest.importorskip("trio")
+    calls: list[Any] = []
+
+    async def handler(request: Any) -> Any:
+        calls.append(request)
+        if len(calls) == 1:
+            return httpx.Response(503, headers={"Retry-After": "2"})
+        return httpx.Response(200, text="trio ok")
+
+    pipeline = Pipeline(
+        Retry(on=retryable(), backoff=backoff.constant(0.25), budget=None), clock=clock
+    )
+    transport = AsyncResilientTransport(pipeline, transport=httpx.MockTransport(handler))
+
+    async def main() -> Any:
+        async with httpx.AsyncClient(transport=transport) as c:
+            return await c.get("http://t/")
+
+    response = trio.run(main)
+    assert response.text == "trio ok"
+    assert clock.now() == pytest.approx(2.0)

@@ -9,6 +9,11 @@ A record moves through two states:
 * ``done``: the first response (status, headers, body) is stored until ``ttl`` seconds
   after completion; repeats get it replayed. Afterwards the key is forgotten.
 
+A request that outlives its lease may still complete while nobody has taken the key over
+(memory, SQLite and PostgreSQL keep the record until then; in Redis the record has expired
+and the late response is not stored). After a takeover, the old owner's `complete` and
+`release` are refused (their token no longer matches).
+
 Each record also keeps the request **fingerprint** (a hash of method, path, query and
 body); a repeat with the same key and a different fingerprint gets 422.
 
