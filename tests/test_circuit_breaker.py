@@ -641,3 +641,22 @@ def test_saved_state_must_match_the_policy() -> None:
     timed = CircuitState(CircuitPolicy(window_duration=10)).to_dict()
     with pytest.raises(ValueError, match="does not match"):
         CircuitState.from_dict(CircuitPolicy(window_duration=10, window_buckets=5), timed)
+
+
+def test_break_duration_as_a_function_of_opens(clock: ManualClock) -> None:
+    b, p = make(
+        clock, consecutive_failures=1, failure_ratio=None, break_duration=lambda n: 10.0 * n
+    )
+    outcome(p, fail)
+    assert outcome(p, ok).retry_after == 10.0
+    clock.advance(10.0)
+    outcome(p, fail)  # failed trial: second consecutive open
+    assert outcome(p, ok).retry_after == 20.0
+    assert b.metrics.opens == 2
+
+
+def test_break_duration_of_the_wrong_type() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        CircuitBreaker(break_duration="5s")  # type: ignore[arg-type]
+    assert info.value.parameter == "break_duration"
+    assert "backoff schedule" in str(info.value)

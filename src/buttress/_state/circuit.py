@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -85,8 +86,9 @@ class CircuitPolicy:
         slow_call_ratio: Open when slow calls / calls in the window reach this ratio, in
             (0, 1] (default 1.0). Only used with ``slow_call_duration``.
         break_duration: Seconds to stay open (float or `timedelta`, >= 0; default 5.0), or
-            a `buttress.backoff` schedule evaluated at the number of consecutive opens
-            (1 for the first) so repeated opens can back off, capped by the schedule.
+            a `buttress.backoff` schedule (or ``f(opens) -> seconds``) evaluated at the
+            number of consecutive opens (1 for the first) so repeated opens can back off,
+            capped by the schedule.
         break_reset_after: Seconds the breaker must stay closed before the count of
             consecutive opens returns to zero (>= 0, default 60.0).
         half_open_calls: Trial calls admitted in half-open (int >= 1, default 1). Never
@@ -131,7 +133,7 @@ class CircuitPolicy:
         min_throughput: int | None = None,
         slow_call_duration: float | timedelta | None = None,
         slow_call_ratio: float = 1.0,
-        break_duration: float | timedelta | Backoff = 5.0,
+        break_duration: float | timedelta | Backoff | Callable[[int], float] = 5.0,
         break_reset_after: float | timedelta = 60.0,
         half_open_calls: int = 1,
         half_open_successes: int | None = None,
@@ -188,8 +190,21 @@ class CircuitPolicy:
         if isinstance(break_duration, Backoff):
             self.break_duration: Backoff | None = break_duration
             self.break_constant: float | None = None
+        elif callable(break_duration) and not isinstance(break_duration, type):
+            self.break_duration = _coerce_backoff(o, break_duration)
+            self.break_constant = None
         else:
             self.break_duration = None
+            if not isinstance(break_duration, (int, float, timedelta)) or isinstance(
+                break_duration, bool
+            ):
+                raise ConfigurationError.invalid(
+                    o,
+                    "break_duration",
+                    break_duration,
+                    "seconds >= 0 (float or timedelta), a buttress.backoff schedule, "
+                    "or f(opens) -> seconds",
+                )
             self.break_constant = check_duration(o, "break_duration", break_duration)
         self.break_reset_after = check_duration(o, "break_reset_after", break_reset_after)
         self.half_open_calls = check_count(o, "half_open_calls", half_open_calls)
@@ -268,6 +283,12 @@ class CircuitPolicy:
 
 
 _RNG = random.Random(0)  # only for schedules with jitter when no generator is passed
+
+
+def _coerce_backoff(owner: str, fn: Any) -> Backoff:
+    from ..backoff import coerce
+
+    return coerce(owner, fn)
 
 
 @dataclass(frozen=True, slots=True)

@@ -95,8 +95,9 @@ class CircuitBreaker:
         slow_call_ratio: Open when slow calls / calls in the window reach this ratio, in
             (0, 1] (default 1.0; resilience4j's default too).
         break_duration: Seconds the breaker stays open, >= 0 (float or `timedelta`;
-            default 5.0), or a `buttress.backoff` schedule evaluated at the number of
-            consecutive opens, e.g. ``backoff.exponential(5, 2, cap=300, jitter="none")``.
+            default 5.0), or a `buttress.backoff` schedule (or ``f(opens) -> seconds``)
+            evaluated at the number of consecutive opens, e.g.
+            ``backoff.exponential(5, 2, cap=300, jitter="none")``.
         break_reset_after: Seconds closed after which the count of consecutive opens
             returns to zero, so the next break starts from the schedule's first value
             (>= 0, default 60.0).
@@ -162,7 +163,7 @@ class CircuitBreaker:
         consecutive_failures: int | None = None,
         slow_call_duration: float | timedelta | None = None,
         slow_call_ratio: float = 1.0,
-        break_duration: float | timedelta | Backoff = 5.0,
+        break_duration: float | timedelta | Backoff | Callable[[int], float] = 5.0,
         break_reset_after: float | timedelta = 60.0,
         half_open_calls: int = 1,
         half_open_successes: int | None = None,
