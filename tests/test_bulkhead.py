@@ -348,7 +348,7 @@ async def test_asyncio_max_wait_expiry_exact(clock: ManualClock, events: Recordi
     await asyncio.sleep(0)
     assert not waiting.done()
     clock.advance(0.001)
-    with pytest.raises(BulkheadFullError):
+    with pytest.raises(BulkheadFullError, match="no slot within max_wait=2s"):
         await waiting
     assert [(e.reason, e.time) for e in events.of_type(CallRejected)] == [("bulkhead_full", 2.0)]
     assert b.snapshot().queued == 0

@@ -215,7 +215,13 @@ class Bulkhead:
         return until, until > now, reason  # type: ignore[operator]
 
     def _reject(
-        self, env: Env, pool: SlotPool, key: Hashable, reason: str, keyed: bool
+        self,
+        env: Env,
+        pool: SlotPool,
+        key: Hashable,
+        reason: str,
+        keyed: bool,
+        waited: bool = False,
     ) -> BulkheadFullError:
         retry_after = pool.retry_after()
         shown = str(key) if keyed else None
@@ -231,7 +237,12 @@ class Bulkhead:
                 )
             )
         where = f" for key {shown!r}" if keyed else ""
-        why = "no time left before the deadline" if reason == "deadline" else "full"
+        if reason == "deadline":
+            why = "no slot before the context deadline"
+        elif waited and self.max_wait is not None:
+            why = f"no slot within max_wait={self.max_wait:g}s"
+        else:
+            why = "full"
         return BulkheadFullError(
             f"{env.name}: bulkhead {self.name!r}{where} {why} "
             f"({pool.in_use}/{self.max_concurrent} running, "
@@ -278,7 +289,7 @@ class Bulkhead:
         if woke and got.state == GRANTED:
             return True
         pool.abandon(got, env.clock.now)
-        raise self._reject(env, pool, key, reason, keyed)
+        raise self._reject(env, pool, key, reason, keyed, waited=True)
 
     def build_sync(self, next_step: SyncStep, env: Env) -> SyncStep:
         register_gauge(self, env.name, env.clock, _read_gauges)
@@ -348,7 +359,7 @@ class Bulkhead:
         if woke and got.state == GRANTED:
             return True
         pool.abandon(got, env.clock.now)
-        raise self._reject(env, pool, key, reason, keyed)
+        raise self._reject(env, pool, key, reason, keyed, waited=True)
 
     def build_async(self, next_step: AsyncStep, env: Env) -> AsyncStep:
         register_gauge(self, env.name, env.clock, _read_gauges)
