@@ -455,3 +455,35 @@ def test_run_background_under_trio_with_timeout() -> None:
     trio.run(main)
     assert not lb.router.state("hang").healthy
     assert lb.router.state("ok").healthy
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "param"),
+    [
+        ({"interval": 0}, "interval"),
+        ({"jitter": 1.5}, "jitter"),
+        ({"timeout": -1}, "timeout"),
+        ({"healthy_threshold": 0}, "healthy_threshold"),
+        ({"unhealthy_threshold": 0}, "unhealthy_threshold"),
+    ],
+)
+def test_bad_health_check(kwargs: dict[str, Any], param: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        HealthCheck(lambda e: True, **kwargs)
+    assert info.value.parameter == param
+    with pytest.raises(ConfigurationError):
+        HealthCheck("not callable")  # type: ignore[arg-type]
+
+
+def test_background_binds_to_the_given_pipeline(clock: ManualClock) -> None:
+    events = RecordingListener()
+    lb = LoadBalance(
+        ["a"], health=HealthCheck(lambda e: False, interval=1, jitter=0, unhealthy_threshold=1)
+    )
+    p = make(lb, clock=clock, listeners=[events])
+    lb.maintain(p)  # before any call: the pipeline's clock and listeners are used
+    assert [(e.endpoint, e.healthy, e.time) for e in events.of_type(EndpointHealthChanged)] == [
+        ("a", False, 0.0)
+    ]
+    with pytest.raises(ConfigurationError):
+        lb.maintain(pipeline=42)
