@@ -22,7 +22,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable, Hashable
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from .._core.clock import SYSTEM_CLOCK, Clock
 from .._core.context import CURRENT, Context, materialize
@@ -42,7 +42,7 @@ from .._state.circuit import STATE_NAMES, Admission, CircuitPolicy, CircuitSnaps
 from .._state.partitions import Partitions
 from ..backoff import Backoff
 from ..events import CallRejected, CircuitStateChanged
-from ..stores.base import Circuit, CircuitAction, CircuitStore
+from ..stores.base import Circuit, CircuitAction, CircuitStore, FastCircuit
 from ..typing import AsyncStep, SyncStep
 
 __all__ = ["CircuitBreaker", "default_failure"]
@@ -399,7 +399,7 @@ class CircuitBreaker:
     ) -> None:
         """Record an outcome through the store's generic operation and emit on change."""
         if self.local:
-            previous = cell.record_fast(token, failed, duration, now, env.random)  # type: ignore[attr-defined]
+            previous = cast(FastCircuit, cell).record_fast(token, failed, duration, now, env.random)
             if previous is not None and env.listeners:
                 snap = cell.snapshot(now)
                 self._emit_change(env, key, previous, snap.state, snap, now)

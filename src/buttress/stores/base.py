@@ -295,6 +295,18 @@ class FastCircuit(Circuit, Protocol):
     batch_until: float
     count_success: Callable[[], object]
 
+    def record_fast(
+        self,
+        token: int,
+        failed: bool,
+        duration: float | None,
+        now: float,
+        rng: random.Random | None = None,
+    ) -> str | None:
+        """Like `Circuit.record`, but return only the previous state name when the outcome
+        changed the state (``None`` otherwise): no snapshot is built."""
+        ...
+
 
 @runtime_checkable
 class CircuitStore(Protocol):
