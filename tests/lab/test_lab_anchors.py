@@ -150,3 +150,17 @@ def test_s9_hedging_cuts_the_tail_at_small_extra_load() -> None:
     assert plain["latency"]["p999"] / hedged["latency"]["p999"] >= 10.0
     assert hedged["amplification"] <= 1.05
     assert plain["amplification"] == pytest.approx(1.0)
+
+
+def test_s10_latency_aware_balancing_avoids_the_slow_replica() -> None:
+    sc = _load("s10-slow-replica").scaled(0.5)  # 250 rps
+    fault = replace(sc.faults[0], start=5.0, duration=20.0)
+    sc = replace(sc, duration=30.0, faults=(fault,))
+    specs = {p.name: p for p in sc.pipelines}
+    rand = run_one(sc, specs["random"], 0)
+    ewma = run_one(sc, specs["buttress-default-balancer"], 0)
+    p2c = run_one(sc, specs["least-request"], 0)
+    # Linkerd 2016: random/round robin ~95%, least loaded ~99%, peak EWMA ~99.9% at 1 s
+    assert 0.9 < rand["success_rate"] < 0.97
+    assert p2c["success_rate"] >= 0.99
+    assert ewma["success_rate"] >= 0.995

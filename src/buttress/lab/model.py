@@ -287,6 +287,20 @@ class ServiceModel:
             self._rr += 1
         else:
             rep = reps[int(self.route_rng.random() * len(reps))]
+        return self._send(rep, key, now)
+
+    def call_endpoint(self, endpoint: Any, key: int = 0) -> Future:
+        """One attempt to the replica a `LoadBalance` chose (``endpoint.address`` = index)."""
+        now = self.sched.now
+        b = int(now)
+        if b > self.last:
+            b = self.last
+        self.c.attempts[b] += 1
+        return self._send(self.replicas[endpoint.address], key, now)
+
+    def _send(self, rep: _Replica, key: int, now: float) -> Future:
+        sched = self.sched
+        c = self.c
         timeout = self.timeout
         deadline = now + timeout if timeout is not None else _INF
         if self.propagate:

@@ -74,6 +74,9 @@ STRATEGY_NAMES: dict[str, str] = {
     "hedge": "Hedge",
     "adaptive_concurrency": "AdaptiveConcurrency",
     "cache_aside": "CacheAside",
+    "load_balance": "LoadBalance",
+    "inject_fault": "InjectFault",
+    "inject_latency": "InjectLatency",
 }
 """Scenario strategy names -> buttress class names (looked up when the pipeline is built,
 so strategies that are not in this version of buttress give a clear error)."""
@@ -259,7 +262,18 @@ def _convert_key(value: Any) -> Any:
     raise ValueError(f'expected "key" (the simulated call\'s key, see load.keys); got {value!r}')
 
 
+def _convert_outlier(value: Any) -> Any:
+    if value is False or value == "none":
+        return None
+    if isinstance(value, dict):
+        from buttress.routing import OutlierDetector
+
+        return OutlierDetector(**value)
+    raise ValueError(f"expected false or a table of OutlierDetector options; got {value!r}")
+
+
 _CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "outlier": _convert_outlier,
     "key": _convert_key,
     "backoff": _convert_backoff,
     "budget": _convert_budget,
@@ -267,7 +281,23 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def _build_strategy(sname: str, kwargs: dict[str, Any], key: str, file: str) -> Any:
+def endpoints_for(scenario: Scenario) -> list[Any]:
+    """One `buttress.routing.Endpoint` per replica (address = replica index, with its zone).
+
+    A ``load_balance`` strategy in a scenario file gets these unless it names its own.
+    """
+    from buttress.routing import Endpoint
+
+    dep = scenario.dependency
+    return [
+        Endpoint(i, name=f"replica-{i}", zone=dep.zones[i % len(dep.zones)])
+        for i in range(dep.replicas)
+    ]
+
+
+def _build_strategy(
+    sname: str, kwargs: dict[str, Any], key: str, file: str, endpoints: list[Any] | None = None
+) -> Any:
     clsname = STRATEGY_NAMES[sname]
     cls = getattr(buttress, clsname, None)
     if cls is None:
@@ -287,6 +317,8 @@ def _build_strategy(sname: str, kwargs: dict[str, Any], key: str, file: str) -> 
             raise ScenarioError(file, f"{key}.{k}", str(exc)) from None
     if sname in ("retry", "circuit_breaker") and "on" not in converted:
         converted["on"] = _on(())
+    if sname == "load_balance" and "endpoints" not in converted and endpoints is not None:
+        converted = {"endpoints": endpoints, **converted}
     params = inspect.signature(cls).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         for k in converted:
@@ -356,6 +388,7 @@ def build_pipeline(
     *,
     file: str = "<scenario>",
     listeners: tuple[Any, ...] = (),
+    endpoints: list[Any] | None = None,
 ) -> Pipeline:
     """A fresh `Pipeline` for one run of ``spec`` on ``clock`` with random source ``rng``.
 
@@ -380,7 +413,7 @@ def build_pipeline(
         strategies = _strategies_of(obj, spec.python, file, clock, rng)
     else:
         strategies = [
-            _build_strategy(sname, kwargs, f"{key}.strategies[{i}].{sname}", file)
+            _build_strategy(sname, kwargs, f"{key}.strategies[{i}].{sname}", file, endpoints)
             for i, (sname, kwargs) in enumerate(spec.strategies)
         ]
     return Pipeline(*strategies, name=spec.name, clock=clock, random=rng, listeners=listeners)
@@ -395,4 +428,10 @@ def check_pipelines(scenario: Scenario) -> None:
     from .sim import SimClock
 
     for spec in scenario.pipelines:
-        build_pipeline(spec, SimClock(), _random.Random(0), file=scenario.source)
+        build_pipeline(
+            spec,
+            SimClock(),
+            _random.Random(0),
+            file=scenario.source,
+            endpoints=endpoints_for(scenario),
+        )

@@ -291,6 +291,7 @@ class _RealRun(_Run):
         self.budgets = []
         self.budget_series = []
         self.breaker = []
+        self.ejections = []
         self.fanout = 1
         self.by_key = None
         self.scale = scale

@@ -25,7 +25,7 @@ from typing import Any
 
 from .._core.context import scope
 from .model import KEY, Counters, OccModel, ServiceModel
-from .pipelines import build_pipeline
+from .pipelines import build_pipeline, endpoints_for
 from .scenario import PipelineSpec, Scenario
 from .sim import Future, Scheduler, Task
 
@@ -67,11 +67,13 @@ class _Run:
             self.model = ServiceModel(sched, scenario, seed, c)
         self.events: list[Any] = []
         listeners: tuple[Any, ...] = ()
+        endpoints = endpoints_for(scenario)
         self.pipeline = build_pipeline(
             spec,
             sched.clock,
             _random.Random(f"{seed}/pipeline/{spec.name}"),
             file=scenario.source,
+            endpoints=endpoints,
         )
         if _wants_events(self.pipeline):
             listeners = (self._on_event,)
@@ -81,9 +83,14 @@ class _Run:
                 _random.Random(f"{seed}/pipeline/{spec.name}"),
                 file=scenario.source,
                 listeners=listeners,
+                endpoints=endpoints,
             )
         self.acall = self.pipeline.acall
-        self.call = self.model.call
+        self.call: Any = self.model.call
+        if isinstance(self.model, ServiceModel) and any(
+            type(s).__name__ == "LoadBalance" for s in self.pipeline.strategies
+        ):
+            self.call = self.model.call_endpoint
         self.lat: list[float] = []
         self.lat_t: list[float] = []
         self.errors: Counter[str] = Counter()
@@ -95,6 +102,7 @@ class _Run:
         self.budgets = _budgets(self.pipeline)
         self.budget_series: list[list[float | None]] = [[] for _ in self.budgets]
         self.breaker: list[list[Any]] = []
+        self.ejections: list[list[Any]] = []
         load = scenario.load
         self.fanout = load.fanout
         self.stop = load.stop if load.stop is not None else scenario.duration
@@ -112,7 +120,11 @@ class _Run:
     # -- events (only for pipelines whose timelines we plot) ------------------------------
 
     def _on_event(self, event: Any) -> None:
-        if getattr(event, "kind", "") == "circuit.state_changed":
+        kind = getattr(event, "kind", "")
+        if kind.startswith("endpoint.") and hasattr(event, "endpoint"):
+            self.ejections.append([_r(event.time), kind, str(event.endpoint)])
+            return
+        if kind == "circuit.state_changed":
             key = getattr(event, "key", None)
             entry: list[Any] = [_r(event.time), str(event.to_state)]
             if key is not None:
@@ -272,6 +284,7 @@ class _Run:
             "series": self._series(),
             "timelines": {
                 "breaker": self.breaker,
+                "endpoints": self.ejections,
                 "budget": {b.name: series for b, series in zip(self.budgets, self.budget_series)},
             },
             "events": sched_steps(self.sched),
@@ -379,7 +392,7 @@ def sched_steps(sched: Scheduler) -> int:
 
 def _wants_events(pipeline: Any) -> bool:
     names = {type(s).__name__ for s in pipeline.strategies}
-    return bool(names & {"CircuitBreaker"})
+    return bool(names & {"CircuitBreaker", "LoadBalance"})
 
 
 def _budgets(pipeline: Any) -> list[Any]:
