@@ -432,11 +432,11 @@ class ServiceModel:
         if self.has_net:
             self.sched.call_later(self.net(), self._deliver, (req, exc))
         else:
-            self.sched.resolve(req, None, exc)
+            self.sched.resolve(req, True, exc)
 
     def _deliver(self, arg: tuple[_Request, BaseException | None]) -> None:
         req, exc = arg
-        self.sched.resolve(req, None, exc)
+        self.sched.resolve(req, True, exc)
 
 
 class OccModel:

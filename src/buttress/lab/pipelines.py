@@ -98,6 +98,42 @@ def _on(names: tuple[str, ...]) -> tuple[type[BaseException], ...]:
     return tuple(ERROR_NAMES[n] for n in (names or DEFAULT_ON))
 
 
+class NaiveTTLCache:
+    """Baseline cache with no stampede protection (what ``cachetools.TTLCache`` gives).
+
+    Every call that finds the key missing or expired calls through and stores the result
+    for ``ttl`` seconds; concurrent misses all load (no single-flight, no early refresh).
+    Keyed by the call's positional arguments. Lab-internal: only for comparisons.
+    """
+
+    name = "naive-ttl-cache"
+
+    def __init__(self, ttl: float = 60.0) -> None:
+        self.ttl = float(ttl)
+
+    def build_sync(self, next_step: Any, env: Any) -> Any:
+        raise RuntimeError("the lab runs pipelines asynchronously")
+
+    def build_async(self, next_step: Any, env: Any) -> Any:
+        cache: dict[Any, tuple[Any, float]] = {}
+        clock = env.clock
+        ttl = self.ttl
+
+        async def step(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            hit = cache.get(args)
+            if hit is not None and clock.now() < hit[1]:
+                return hit[0]
+            value = await next_step(fn, args, kwargs)
+            cache[args] = (value, clock.now() + ttl)
+            return value
+
+        return step
+
+
+def _baseline_cachetools(on: tuple[str, ...]) -> list[Any]:
+    return [NaiveTTLCache(60.0)]
+
+
 def _baseline_no_retry(on: tuple[str, ...]) -> list[Any]:
     return []
 
@@ -186,6 +222,10 @@ BASELINES: dict[str, tuple[str, Callable[[tuple[str, ...]], list[Any]]]] = {
         "RatioBudget(0.1, 10/s floor, 10 s window)",
         _baseline_buttress,
     ),
+    "cachetools-ttl": (
+        "cachetools TTLCache(ttl=60) around the call: no single-flight, no early refresh",
+        _baseline_cachetools,
+    ),
     "pybreaker": (
         "pybreaker defaults: opens after 5 failures, resets after 60 s, no retry",
         _breaker_baseline(5, 60.0),
@@ -257,9 +297,9 @@ def _key_of(ctx: Any) -> int:
 
 
 def _convert_key(value: Any) -> Any:
-    if value == "key":
-        return _key_of
-    raise ValueError(f'expected "key" (the simulated call\'s key, see load.keys); got {value!r}')
+    # "key" means "the simulated call's key" (load.keys); anything else passes through
+    # (e.g. CacheAside's key template "item:{key}").
+    return _key_of if value == "key" else value
 
 
 def _convert_outlier(value: Any) -> Any:
