@@ -896,3 +896,89 @@ def test_repr() -> None:
     text = repr(Hedge(delay=Hedge.percentile(0.95), max_hedged=2))
     assert "Hedge.percentile(0.95" in text
     assert "max_hedged=2" in text
+
+
+# -- real clock (short real waits) and the worker pool ------------------------------------------
+
+
+@pytest.mark.realtime
+def test_real_clock_hedges_win_on_every_runtime() -> None:
+    import threading
+    import time
+
+    release = threading.Event()
+
+    def sync_fn() -> str:
+        ctx = current_context()
+        assert ctx is not None
+        if ctx.attempt == 1:
+            release.wait(2.0)
+            return "primary"
+        return "hedge"
+
+    p = Pipeline(Hedge(delay=0.02))
+    start = time.monotonic()
+    assert p.call(sync_fn) == "hedge"
+    assert 0.015 <= time.monotonic() - start < 1.0
+    release.set()
+
+    async def asyncio_fn() -> str:
+        ctx = current_context()
+        assert ctx is not None
+        if ctx.attempt == 1:
+            await asyncio.sleep(2.0)
+            return "primary"
+        return "hedge"
+
+    async def amain() -> float:
+        t0 = time.monotonic()
+        assert await p.acall(asyncio_fn) == "hedge"
+        return time.monotonic() - t0
+
+    assert 0.015 <= asyncio.run(amain()) < 1.0
+
+    async def trio_fn() -> str:
+        ctx = current_context()
+        assert ctx is not None
+        if ctx.attempt == 1:
+            await trio.sleep(2.0)
+            return "primary"
+        return "hedge"
+
+    async def tmain() -> float:
+        t0 = time.monotonic()
+        assert await p.acall(trio_fn) == "hedge"
+        return time.monotonic() - t0
+
+    assert 0.015 <= trio.run(tmain) < 1.0
+
+
+@pytest.mark.realtime
+def test_worker_pool_runs_every_job_and_idle_threads_exit() -> None:
+    import threading
+    import time
+
+    from buttress._runtime.sync import _Workers
+
+    pool = _Workers()
+    pool.idle_timeout = 0.05
+    done: list[int] = []
+    lock = threading.Lock()
+    gate = threading.Event()
+
+    def job(i: int) -> None:
+        gate.wait(2.0)
+        with lock:
+            done.append(i)
+
+    for i in range(6):  # all six block at once: six threads, none queued behind another
+        pool.submit(lambda i=i: job(i))
+    assert pool.threads == 6
+    gate.set()
+    for i in range(6, 40):  # now idle workers are reused
+        pool.submit(lambda i=i: job(i))
+    deadline = time.monotonic() + 5.0
+    while (len(done) < 40 or pool.threads) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sorted(done) == list(range(40))
+    assert pool.threads == 0  # every idle worker left after idle_timeout
