@@ -20,6 +20,8 @@ hash tag, so every key of one namespace lives in one slot and a script may touch
 * ``P:{ns}:cb:<key>``  circuit breaker state (hash), ``P:{ns}:cbr:<key>`` its outcome ring
   (a string, one byte per call); both expire ``max(3600, 10 x longest break)`` seconds
   after the last change (then the breaker reads closed and empty again).
+* ``P:{ns}:rl:<key>``  rate-limiter bucket (GCRA): hash ``tat`` theoretical arrival time,
+  ``last`` latest server time seen (us); expires once the bucket is full again.
 * ``P:{ns}:budget``   retry budget: hash ``b`` balance, ``t`` last update (server us),
   ``c:<client>`` running deposit total seen from each budget object (so a repeated
   exchange is not counted twice); expires after ``max(3600, 10 * window)`` seconds
@@ -33,6 +35,7 @@ from typing import Any
 from .base import CacheRecord
 
 __all__ = [
+    "BUCKET",
     "BUDGET",
     "CIRCUIT",
     "CACHE_DELETE",
@@ -166,6 +169,9 @@ class Keys:
 
     def budget(self, name: str) -> str:
         return f"{self.prefix}:{{{name}}}:budget"
+
+    def bucket(self, name: str, key: str) -> str:
+        return f"{self.prefix}:{{{name}}}:rl:{key}"
 
     def circuit(self, name: str, key: str) -> tuple[str, str]:
         return f"{self.prefix}:{{{name}}}:cb:{key}", f"{self.prefix}:{{{name}}}:cbr:{key}"
@@ -379,5 +385,50 @@ if st == 1 then
 end
 return {eff, gen, calls, fails, slow, cons, opens, bd, string.format('%.0f', retry),
         tif, ts, tf, previous, permitted, trial, NAMES[st]}
+"""
+)
+
+
+# -- rate limiter (GCRA) ------------------------------------------------------------------------
+# Mirrors buttress._state.gcra.gcra_take on the server's clock (microseconds). KEYS: bucket
+# hash (``tat``, ``last``). ARGV: permits, rate (/s), burst, max_wait (s; -1: infinite).
+# Reply: the wait in seconds as a string ("0": taken; "inf": never).
+BUCKET = (
+    """
+local permits, rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local max_wait = tonumber(ARGV[4])
+"""
+    + _NOW
+    + """
+local f = redis.call('HMGET', KEYS[1], 'tat', 'last')
+local last = tonumber(f[2])
+if last ~= nil and now < last then now = last end
+local tat = tonumber(f[1]) or now
+local interval = 1000000 / rate
+local tolerance = burst * interval
+local base = tat
+if base < now then base = now end
+local new_tat = base + permits * interval
+local wait = new_tat - tolerance - now
+local eps = 0.001
+local function store(t)
+  redis.call('HSET', KEYS[1], 'tat', string.format('%.17g', t), 'last', string.format('%.0f', now))
+  redis.call('PEXPIRE', KEYS[1], math.max(1, math.ceil((t - now) / 1000)) + 1000)
+end
+if wait <= eps then
+  store(new_tat)
+  return '0'
+end
+if permits * interval > tolerance + eps then return 'inf' end
+local max_us = max_wait * 1000000
+if max_wait < 0 or wait <= max_us then
+  store(new_tat)
+  return string.format('%.17g', wait / 1000000)
+end
+if wait <= max_us + eps then
+  store(new_tat)
+  return string.format('%.17g', max_wait)
+end
+return string.format('%.17g', wait / 1000000)
 """
 )

@@ -21,6 +21,7 @@ sent meanwhile are lost.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import urllib.parse
 from collections.abc import Callable, Hashable
@@ -408,6 +409,34 @@ class RedisStore:
         sub = _Subscriber(self, self.keys.channel(ns), callback)
         self._subscribers.append(sub)
         return sub
+
+    # -- rate limiter (BucketStore) --------------------------------------------------------------
+
+    def _bucket_args(self, permits: float, rate: float, burst: float, max_wait: float) -> list[Any]:
+        wait = -1.0 if math.isinf(max_wait) else max_wait
+        return [cmd.fmt(permits), cmd.fmt(rate), cmd.fmt(burst), cmd.fmt(wait)]
+
+    def bucket_take(
+        self, name: str, key: str, permits: float, rate: float, burst: float, max_wait: float
+    ) -> float:
+        """GCRA take-or-reserve on the server's clock (see `BucketStore.bucket_take`)."""
+        reply = self.run(
+            cmd.BUCKET,
+            [self.keys.bucket(name, key)],
+            self._bucket_args(permits, rate, burst, max_wait),
+        )
+        return float(reply)
+
+    async def abucket_take(
+        self, name: str, key: str, permits: float, rate: float, burst: float, max_wait: float
+    ) -> float:
+        """Async `bucket_take`."""
+        reply = await self.arun(
+            cmd.BUCKET,
+            [self.keys.bucket(name, key)],
+            self._bucket_args(permits, rate, burst, max_wait),
+        )
+        return float(reply)
 
     # -- retry budget (BudgetStore) --------------------------------------------------------------
 

@@ -1,0 +1,86 @@
+"""Rate-limiter buckets (GCRA) on Redis: semantics, and four processes sharing one limit."""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import time
+from typing import Any
+
+import pytest
+
+from buttress.stores import RedisStore
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def store(redis_url: str) -> Any:
+    s = RedisStore(redis_url, timeout=2)
+    yield s
+    s.close()
+
+
+def test_burst_then_exact_wait(store: RedisStore) -> None:
+    taken = [store.bucket_take("api", "", 1, 10, 5, 0) for _ in range(5)]
+    assert taken == [0.0] * 5  # a full burst
+    wait = store.bucket_take("api", "", 1, 10, 5, 0)
+    assert 0.05 < wait <= 0.1  # about one interval (minus the time the calls took)
+    assert store.bucket_take("api", "other-key", 1, 10, 5, 0) == 0.0  # keys are separate
+    time.sleep(wait + 0.01)
+    assert store.bucket_take("api", "", 1, 10, 5, 0) == 0.0
+
+
+def test_reservation_and_impossible_requests(store: RedisStore) -> None:
+    for _ in range(2):
+        assert store.bucket_take("r", "", 1, 10, 2, 0) == 0.0
+    reserved = store.bucket_take("r", "", 1, 10, 2, 1.0)  # fits in max_wait: reserved
+    assert 0 < reserved <= 0.1
+    second = store.bucket_take("r", "", 1, 10, 2, math.inf)
+    assert reserved < second <= 0.2 + 1e-6  # queued behind the first reservation
+    assert store.bucket_take("r", "", 3, 10, 2, math.inf) == math.inf  # > burst: never
+    ttl = store._sync().pttl("buttress:{r}:rl:")
+    assert 0 < ttl <= 1500  # expires once full again (<= 0.4 s here, + 1 s slack)
+
+
+def limiter_worker(url: str, start: Any, seconds: float, out: Any) -> None:
+    s = RedisStore(url, timeout=5)
+    start.wait()
+    began = time.monotonic()  # CLOCK_MONOTONIC: one clock for every process of the machine
+    admissions: list[float] = []
+    deadline = began + seconds
+    while time.monotonic() < deadline:
+        if s.bucket_take("shared", "", 1, RATE, 10, 0) == 0.0:
+            admissions.append(time.monotonic())
+    ended = time.monotonic()
+    s.close()
+    out.put((admissions, began, ended))
+
+
+RATE = 250.0
+
+
+@pytest.mark.slow
+def test_four_processes_share_one_limit(redis_url: str) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Barrier(4)
+    out = ctx.Queue()
+    procs = [
+        ctx.Process(target=limiter_worker, args=(redis_url, start, 4.0, out)) for _ in range(4)
+    ]
+    for p in procs:
+        p.start()
+    reports = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(30)
+        assert p.exitcode == 0
+    out.close()
+    out.join_thread()
+    # the window in which all four processes were hammering the shared bucket
+    begin = max(r[1] for r in reports) + 0.1  # the initial burst is spent by then
+    end = min(r[2] for r in reports)
+    assert end - begin > 2.0
+    admitted = sum(1 for r in reports for t in r[0] if begin <= t < end)
+    limit = RATE * (end - begin)
+    assert admitted <= limit + 10  # never more than rate x time + one burst
+    assert abs(admitted - limit) <= 0.01 * limit, (admitted, limit)
