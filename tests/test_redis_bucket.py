@@ -46,18 +46,17 @@ def test_reservation_and_impossible_requests(store: RedisStore) -> None:
 def limiter_worker(url: str, start: Any, seconds: float, out: Any) -> None:
     s = RedisStore(url, timeout=5)
     start.wait()
-    began = time.monotonic()  # CLOCK_MONOTONIC: one clock for every process of the machine
     admissions: list[float] = []
-    deadline = began + seconds
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if s.bucket_take("shared", "", 1, RATE, 10, 0) == 0.0:
-            admissions.append(time.monotonic())
-    ended = time.monotonic()
+        if s.bucket_take("shared", "", 1, RATE, BURST, 0) == 0.0:
+            admissions.append(time.monotonic())  # one clock for every process here
     s.close()
-    out.put((admissions, began, ended))
+    out.put(admissions)
 
 
-RATE = 250.0
+RATE = 100.0
+BURST = 50.0  # absorbs scheduling gaps of up to 0.5 s on a loaded machine
 
 
 @pytest.mark.slow
@@ -76,11 +75,10 @@ def test_four_processes_share_one_limit(redis_url: str) -> None:
         assert p.exitcode == 0
     out.close()
     out.join_thread()
-    # the window in which all four processes were hammering the shared bucket
-    begin = max(r[1] for r in reports) + 0.1  # the initial burst is spent by then
-    end = min(r[2] for r in reports)
-    assert end - begin > 2.0
-    admitted = sum(1 for r in reports for t in r[0] if begin <= t < end)
-    limit = RATE * (end - begin)
-    assert admitted <= limit + 10  # never more than rate x time + one burst
+    times = sorted(t for r in reports for t in r)
+    assert all(r for r in reports)  # every process got some
+    # GCRA: a full bucket at the first admission, then `rate` per second
+    limit = BURST + RATE * (times[-1] - times[0])
+    admitted = len(times)
+    assert admitted <= limit + 1
     assert abs(admitted - limit) <= 0.01 * limit, (admitted, limit)
