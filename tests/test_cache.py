@@ -812,3 +812,23 @@ def test_only_the_in_process_leader_talks_to_the_store() -> None:
     assert store.gets <= 2  # not one per caller
     assert store.sets == 1
     load.cache.close()
+
+
+def test_stale_value_served_while_another_process_refreshes(
+    clock: ManualClock, events: RecordingListener
+) -> None:
+    store = MemoryCacheStore(clock)
+    spec = CacheAside(10, key="k{x}", store=store, stale_while_revalidate=30, beta=0)
+    pipe = Pipeline(spec, clock=clock, listeners=[events])
+    assert pipe.call(lambda x: "v1", 1) == "v1"
+    clock.advance(12)  # stale, inside the revalidate window
+    assert store.cache_lock("cache", "k1", 5)[0]  # another process is refreshing it
+    n = [0]
+
+    def load(x: int) -> str:
+        n[0] += 1
+        return "v2"
+
+    assert pipe.call(load, 1) == "v1"  # no wait, no load: the stale value
+    assert n[0] == 0
+    assert events.of_type(CacheStaleServed)[-1].reason == "revalidating"

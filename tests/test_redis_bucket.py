@@ -43,14 +43,37 @@ def test_reservation_and_impossible_requests(store: RedisStore) -> None:
     assert 0 < ttl <= 1500  # expires once full again (<= 0.4 s here, + 1 s slack)
 
 
+def test_rate_limiter_strategy_shares_its_bucket(redis_url: str) -> None:
+    from buttress import Pipeline, RateLimitedError, RateLimiter
+
+    s1, s2 = RedisStore(redis_url, timeout=2), RedisStore(redis_url, timeout=2)
+    try:
+        p1 = Pipeline(RateLimiter(1, 4, store=s1, name="api"))
+        p2 = Pipeline(RateLimiter(1, 4, store=s2, name="api"))
+        assert [p1.call(lambda: 1), p2.call(lambda: 2), p1.call(lambda: 3), p2.call(lambda: 4)]
+        with pytest.raises(RateLimitedError) as info:
+            p1.call(lambda: 5)  # the burst of 4 was shared by both processes
+        assert info.value.retry_after is not None
+        assert 0 < info.value.retry_after <= 1.0
+    finally:
+        s1.close()
+        s2.close()
+
+
 def limiter_worker(url: str, start: Any, seconds: float, out: Any) -> None:
+    from buttress import Pipeline, RateLimitedError, RateLimiter
+
     s = RedisStore(url, timeout=5)
+    pipe = Pipeline(RateLimiter(RATE, BURST, store=s, name="shared"))
     start.wait()
     admissions: list[float] = []
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if s.bucket_take("shared", "", 1, RATE, BURST, 0) == 0.0:
-            admissions.append(time.monotonic())  # one clock for every process here
+        try:
+            pipe.call(time.monotonic)
+        except RateLimitedError:
+            continue
+        admissions.append(time.monotonic())  # one clock for every process here
     s.close()
     out.put(admissions)
 

@@ -657,6 +657,8 @@ class CacheAside:
                     if not locked:
                         if early and entry is not None:
                             # another process refreshes: keep serving what we have
+                            stale = clock.now() >= entry.fresh_until
+                            self._served(env, key, STALE if stale else FRESH, "remote")
                             flight.finish(_DONE, entry.value)
                             return entry.value
                         found = self._sync_wait_remote(env, key, wait)
@@ -855,6 +857,8 @@ class CacheAside:
                     locked, token, wait = got
                     if not locked:
                         if early and entry is not None:
+                            stale = clock.now() >= entry.fresh_until
+                            self._served(env, key, STALE if stale else FRESH, "remote")
                             flight.finish(_DONE, entry.value)
                             return entry.value
                         found = await self._async_wait_remote(env, key, wait)
