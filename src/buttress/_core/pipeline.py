@@ -65,6 +65,7 @@ class Pipeline:
         "__weakref__",
         "_async_chain",
         "_async_inner",
+        "_async_rest",
         "_env",
         "_sync_chain",
         "_sync_inner",
@@ -112,6 +113,7 @@ class Pipeline:
         self._async_chain: Callable[..., Awaitable[Any]] | None = None
         self._sync_inner: Callable[..., Any] | None = None
         self._async_inner: Callable[..., Awaitable[Any]] | None = None
+        self._async_rest: Callable[..., Awaitable[Any]] | None = None
         self._env._on_change = self._listeners_changed
 
     # -- introspection ---------------------------------------------------------------------
@@ -157,13 +159,43 @@ class Pipeline:
     def _async(self) -> Callable[..., Awaitable[Any]]:
         inner = self._async_inner
         if inner is None:
-            inner = _ainvoke
+            inner = rest = _ainvoke
             for strategy in reversed(self.strategies):
+                rest = inner
                 inner = strategy.build_async(inner, self._env)
+            self._async_rest = rest  # the chain below the outermost strategy
             self._async_inner = inner
         chain = _timed_async(inner, self._env) if self._env.listeners else inner
         self._async_chain = chain
         return chain
+
+    def _bind_async(self, fn: Any, generic: Any) -> Callable[..., Any] | None:
+        """Fuse the decorator's wrapper with the outermost strategy, when it allows.
+
+        Built-in strategies (`Retry`, `Timeout`) offer a private ``_bind_async(fn,
+        next_step, env, generic)`` that returns the decorated coroutine function itself,
+        pushing the execution record in its own frame: one coroutine layer less per call
+        (about 0.15-0.25 us measured on Python 3.11; see bench/README.md). Used only when
+        the same class defines both ``_bind_async`` and ``build_async`` (a subclass that
+        overrides ``build_async`` keeps the generic path). Builds the async chain now.
+        """
+        if not self.strategies:
+            return None
+        cls = type(self.strategies[0])
+        if getattr(cls, "_bind_async", None) is None:
+            return None
+        owners = {
+            name: next(c for c in cls.__mro__ if name in c.__dict__)
+            for name in ("_bind_async", "build_async")
+        }
+        if owners["_bind_async"] is not owners["build_async"]:
+            return None
+        self._async()
+        rest = self._async_rest
+        bound: Callable[..., Any] | None = self.strategies[0]._bind_async(
+            fn, rest, self._env, generic
+        )
+        return bound
 
     # -- entry points ---------------------------------------------------------------------
 
@@ -239,6 +271,17 @@ class Pipeline:
         cv = CURRENT
         if inspect.iscoroutinefunction(fn):
             pipeline = self
+
+            async def generic(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+                token = cv.set([env, parent := cv.get(), None, parent and parent[DEADLINE]])
+                try:
+                    return await (pipeline._async_chain or pipeline._async())(fn, args, kwargs)
+                finally:
+                    cv.reset(token)
+
+            bound = self._bind_async(fn, generic)
+            if bound is not None:
+                return functools.wraps(fn)(bound)
 
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:

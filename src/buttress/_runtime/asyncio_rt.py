@@ -266,7 +266,15 @@ class AsyncioRuntime:
                 heap = self._heap = DeadlineHeap(loop, self.clock)
         if task is None:  # pragma: no cover - not inside a task
             raise RuntimeError("buttress Timeout needs to run inside an asyncio task")
-        return heap.add(deadline, task)
+        # `DeadlineHeap.add`, inlined (one Python call less per Timeout)
+        entry = [deadline, next(heap._seq), task, task.cancelling(), False]
+        items = heap._heap
+        _heappush(items, entry)
+        if deadline < heap._armed_at:
+            heap._arm(deadline)
+        elif len(items) > heap._compact_at:
+            heap._compact()
+        return entry
 
     def exit_deadline(self, handle: Any, exc: BaseException | None) -> bool:
         """See `AsyncRuntime.exit_deadline` (the `asyncio.timeout()` protocol)."""
@@ -397,6 +405,7 @@ class AsyncioRace:
 _get_running_loop = asyncio.get_running_loop
 _current_task = asyncio.current_task
 _get_ident = threading.get_ident
+_heappush = heapq.heappush
 # Python 3.11's current_task() is pure Python around this table; read it directly. On
 # 3.12+ get_running_loop() and current_task() are fast C calls: no shortcut needed.
 _tasks_by_loop: dict[Any, Any] | None = getattr(asyncio.tasks, "_current_tasks", None)

@@ -200,6 +200,64 @@ class Retry:
 
         return retry_step
 
+    def _bind_async(
+        self,
+        fn: Callable[..., Any],
+        next_step: AsyncStep,
+        env: Env,
+        generic: Callable[[tuple[Any, ...], dict[str, Any]], Any],
+    ) -> Callable[..., Any] | None:
+        """The decorator form of `build_async` when this strategy is outermost.
+
+        Private protocol with `Pipeline.__call__`: the returned coroutine function *is*
+        the decorated function and pushes the execution record itself, instead of the
+        pipeline's wrapper awaiting a separate step: one coroutine layer less per call
+        (measured about 0.15-0.25 us, Python 3.11). With listeners installed it defers to
+        ``generic`` (the pipeline's own path, which adds call telemetry). ``None`` when
+        the strategy is a no-op (one attempt, no budget).
+        """
+        if self.attempts == 1 and self.budget is None:
+            return None
+        decide_exc = self.handle.exception
+        decide_result = self.handle.result if self.handle.checks_results else None
+        budget = self.budget
+        first_success = budget.on_first_success if budget is not None else None
+        slow = self._slow_async
+        now = env.clock.now
+        timed = self.max_elapsed is not None
+        cv_get = CURRENT.get
+        cv_set = CURRENT.set
+        cv_reset = CURRENT.reset
+        direct = next_step is ainvoke
+
+        async def bound(*args: Any, **kwargs: Any) -> Any:
+            if env.listeners:
+                return await generic(args, kwargs)
+            parent = cv_get()
+            token = cv_set([env, parent, None, parent[DEADLINE] if parent is not None else None])
+            try:
+                start = now() if timed else None
+                try:
+                    result = await (fn(*args, **kwargs) if direct else next_step(fn, args, kwargs))
+                except Exception as exc:
+                    decision = decide_exc(exc)
+                    if decision is False:
+                        raise
+                    return await slow(env, next_step, fn, args, kwargs, start, exc, None, decision)
+                if decide_result is not None:
+                    decision = decide_result(result)
+                    if decision is not False:
+                        return await slow(
+                            env, next_step, fn, args, kwargs, start, None, result, decision
+                        )
+                if first_success is not None:
+                    first_success()
+                return result
+            finally:
+                cv_reset(token)
+
+        return bound
+
     def _slow_sync(
         self,
         env: Env,

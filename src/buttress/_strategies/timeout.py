@@ -22,6 +22,7 @@ that never finish. Use it only for calls that are safe to abandon.
 from __future__ import annotations
 
 import contextvars
+import sys
 import threading
 from collections.abc import Callable
 from datetime import timedelta
@@ -36,6 +37,8 @@ from ..events import TimeoutExpired
 from ..typing import AsyncStep, SyncStep
 
 __all__ = ["Timeout"]
+
+_SIM_MODULE = "buttress.lab.sim"  # the only setter of RUNTIME_OVERRIDE
 
 
 class Timeout:
@@ -170,23 +173,23 @@ class Timeout:
 
     def build_async(self, next_step: AsyncStep, env: Env) -> AsyncStep:
         timeout = self.timeout
-        clock = env.clock
-        runtime = env.async_runtime
-        cv = CURRENT
+        now = env.clock.now  # bound once: for the system clock this is time.monotonic
+        runtime = _runtime_finder(env)
+        cv_get = CURRENT.get
         direct = next_step is ainvoke
 
         async def timeout_step(
             fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
         ) -> Any:
-            record: Any = cv.get()
+            record: Any = cv_get()
             outer = record[DEADLINE]
-            deadline = clock.now() + timeout
+            deadline = now() + timeout
             if outer is not None and outer <= deadline:
                 # an enclosing deadline is earlier: it (not this timeout) governs the call
                 return await next_step(fn, args, kwargs)
             rt = runtime()
-            record[DEADLINE] = deadline
             handle = rt.enter_deadline(deadline)
+            record[DEADLINE] = deadline
             try:
                 result = await (fn(*args, **kwargs) if direct else next_step(fn, args, kwargs))
             except BaseException as exc:
@@ -199,3 +202,77 @@ class Timeout:
             return result
 
         return timeout_step
+
+    def _bind_async(
+        self,
+        fn: Callable[..., Any],
+        next_step: AsyncStep,
+        env: Env,
+        generic: Callable[[tuple[Any, ...], dict[str, Any]], Any],
+    ) -> Callable[..., Any]:
+        """The decorator form of `build_async` when this strategy is outermost.
+
+        Private protocol with `Pipeline.__call__`: the returned coroutine function *is*
+        the decorated function. It pushes the execution record itself (with the deadline
+        already in it) instead of the pipeline's wrapper awaiting a separate step: one
+        coroutine layer less per call (measured about 0.15-0.25 us, Python 3.11). With
+        listeners installed it defers to ``generic`` (the pipeline's own path, which adds
+        call telemetry).
+        """
+        timeout = self.timeout
+        now = env.clock.now
+        runtime = _runtime_finder(env)
+        cv_get = CURRENT.get
+        cv_set = CURRENT.set
+        cv_reset = CURRENT.reset
+        direct = next_step is ainvoke
+
+        async def bound(*args: Any, **kwargs: Any) -> Any:
+            if env.listeners:
+                return await generic(args, kwargs)
+            parent = cv_get()
+            outer = parent[DEADLINE] if parent is not None else None
+            deadline = now() + timeout
+            if outer is not None and outer <= deadline:
+                token = cv_set([env, parent, None, outer])
+                try:
+                    return await next_step(fn, args, kwargs)
+                finally:
+                    cv_reset(token)
+            rt = runtime()
+            handle = rt.enter_deadline(deadline)
+            token = cv_set([env, parent, None, deadline])
+            try:
+                result = await (fn(*args, **kwargs) if direct else next_step(fn, args, kwargs))
+            except BaseException as exc:
+                cv_reset(token)
+                if rt.exit_deadline(handle, exc):
+                    raise self._error(env) from exc
+                raise
+            cv_reset(token)
+            rt.exit_deadline(handle, None)
+            return result
+
+        return bound
+
+
+def _runtime_finder(env: Env) -> Callable[[], Any]:
+    """A zero-argument function returning the async runtime of the current call.
+
+    The common case (asyncio, no simulator, trio not imported, no forced runtime) is
+    answered inline from the env's cached asyncio runtime, saving the Python calls of
+    `Env.async_runtime` on every async `Timeout` (about 0.1 us, Python 3.11).
+    """
+    find = env.async_runtime
+    modules = sys.modules
+
+    def runtime() -> Any:
+        # Only the lab's simulator sets RUNTIME_OVERRIDE: while its module was never
+        # imported, skip that ContextVar read (a miss costs about 0.1 us on 3.11).
+        if "trio" not in modules and _SIM_MODULE not in modules and env.runtime is None:
+            rt = env._asyncio_rt
+            if rt is not None:
+                return rt
+        return find()
+
+    return runtime
