@@ -111,12 +111,14 @@ class Timeout:
             try:
                 result = next_step(fn, args, kwargs)
             except Exception as exc:
-                if own and clock.now() >= deadline and not isinstance(exc, TimeoutRejectedError):
+                # this strategy's own deadline is checked even under an earlier enclosing
+                # one: that may be an advisory scope() deadline that nothing enforces
+                if clock.now() >= deadline and not isinstance(exc, TimeoutRejectedError):
                     raise self._error(env) from exc
                 raise
             finally:
                 record[DEADLINE] = outer
-            if own and clock.now() >= deadline:
+            if clock.now() >= deadline:
                 raise self._error(env)
             return result
 
@@ -184,12 +186,13 @@ class Timeout:
             record: Any = cv_get()
             outer = record[DEADLINE]
             deadline = now() + timeout
-            if outer is not None and outer <= deadline:
-                # an enclosing deadline is earlier: it (not this timeout) governs the call
-                return await next_step(fn, args, kwargs)
+            # The timer is armed for this strategy's own deadline even when an enclosing
+            # one is earlier: that may be an advisory scope() deadline that nothing
+            # enforces. An enclosing Timeout's earlier expiry still wins and is reported by
+            # it (the uncancel protocol), never by this one. The context shows the earlier.
             rt = runtime()
             handle = rt.enter_deadline(deadline)
-            record[DEADLINE] = deadline
+            record[DEADLINE] = deadline if outer is None or deadline < outer else outer
             try:
                 result = await (fn(*args, **kwargs) if direct else next_step(fn, args, kwargs))
             except BaseException as exc:
@@ -233,15 +236,11 @@ class Timeout:
             parent = cv_get()
             outer = parent[DEADLINE] if parent is not None else None
             deadline = now() + timeout
-            if outer is not None and outer <= deadline:
-                token = cv_set([env, parent, None, outer])
-                try:
-                    return await next_step(fn, args, kwargs)
-                finally:
-                    cv_reset(token)
             rt = runtime()
-            handle = rt.enter_deadline(deadline)
-            token = cv_set([env, parent, None, deadline])
+            handle = rt.enter_deadline(deadline)  # own deadline: see build_async
+            token = cv_set(
+                [env, parent, None, deadline if outer is None or deadline < outer else outer]
+            )
             try:
                 result = await (fn(*args, **kwargs) if direct else next_step(fn, args, kwargs))
             except BaseException as exc:
