@@ -131,3 +131,21 @@ async def test_subclass_overriding_build_async_keeps_generic_path() -> None:
 
     assert await ok() == 1
     assert calls == ["loud"]
+
+
+async def test_decorating_an_async_callable_object_takes_the_async_path() -> None:
+    class Flaky:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        async def __call__(self) -> str:
+            self.calls += 1
+            if self.calls < 2:
+                raise OSError("down")
+            return "ok"
+
+    target = Flaky()
+    wrapped = Pipeline(Retry(on=OSError, backoff=backoff.none(), budget=None))(target)
+    assert asyncio.iscoroutinefunction(wrapped)
+    assert await wrapped() == "ok"
+    assert target.calls == 2

@@ -269,7 +269,12 @@ class Pipeline:
             raise ConfigurationError.invalid("Pipeline", "fn", fn, "a callable to decorate")
         env = self._env
         cv = CURRENT
-        if inspect.iscoroutinefunction(fn):
+        # an instance with ``async def __call__`` is a coroutine function too (inspect does
+        # not see it on 3.11/3.12): it must get the async path, or every attempt would
+        # "succeed" by returning an un-awaited coroutine
+        if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+            getattr(fn, "__call__", None)  # noqa: B004 - the method itself is inspected
+        ):
             pipeline = self
 
             async def generic(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
