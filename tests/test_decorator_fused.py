@@ -149,3 +149,47 @@ async def test_decorating_an_async_callable_object_takes_the_async_path() -> Non
     assert asyncio.iscoroutinefunction(wrapped)
     assert await wrapped() == "ok"
     assert target.calls == 2
+
+
+def test_fused_sync_retry_retries_and_restores_context() -> None:
+    clock, events = ManualClock(), RecordingListener()
+    attempts: list[int] = []
+    p = Pipeline(Retry(on=OSError, backoff=backoff.constant(2.0), budget=None), clock=clock)
+
+    def flaky(x: int) -> int:
+        ctx = current_context()
+        assert ctx is not None
+        attempts.append(ctx.attempt)
+        if len(attempts) < 3:
+            raise OSError("down")
+        return x
+
+    wrapped = p(flaky)
+    assert wrapped.__name__ == "flaky"
+    assert wrapped(7) == 7
+    assert attempts == [1, 2, 3]
+    assert clock.sleeps == [2.0, 2.0]
+    assert current_context() is None
+    p.env._own = (events,)
+    p.env._refresh()
+    attempts.clear()
+    assert wrapped(8) == 8
+    kinds = [type(e) for e in events.events]
+    assert kinds[0] is CallStarted and kinds[-1] is CallCompleted
+    assert kinds.count(RetryScheduled) == 2
+
+
+def test_fused_sync_build_error_still_reported_on_first_call() -> None:
+    from buttress import ConfigurationError, Fallback
+
+    async def handler(outcome: Any, ctx: Any) -> int:
+        return 0
+
+    p = Pipeline(Retry(on=OSError), Fallback(on=OSError, handler=handler))
+
+    @p  # decoration itself does not fail
+    def f() -> int:
+        return 1
+
+    with pytest.raises(ConfigurationError):
+        f()
