@@ -648,6 +648,9 @@ def main(argv: list[str] | None = None) -> int:
     subjects = build_subjects(skipped)
     if args.only:
         subjects = [s for s in subjects if args.only in s.key]
+    if not subjects:
+        print(f"no subject matches --only {args.only!r}", file=sys.stderr)
+        return 2
     started = time.perf_counter()
     with asyncio.Runner() as runner:
         for s in subjects:
