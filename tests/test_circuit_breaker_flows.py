@@ -601,3 +601,20 @@ def test_store_path_per_key(clock: ManualClock) -> None:
         assert outcome(p, lambda: "ok") == "ok"
     assert (b.state_of("a"), b.state_of("b")) == ("open", "closed")
     assert set(store.circuits) == {("circuit_breaker", "a"), ("circuit_breaker", "b")}
+
+
+@pytest.mark.realtime
+def test_system_clock_break_ends_in_real_time() -> None:
+    b = CircuitBreaker(consecutive_failures=1, break_duration=0.05)
+    p = Pipeline(b)
+    outcome(p, fail)
+    err = outcome(p, lambda: "ok")
+    assert isinstance(err, CircuitOpenError)
+    assert 0.0 < err.retry_after <= 0.05
+
+    async def main() -> str:
+        await asyncio.sleep(0.06)
+        return await p.acall(aok)
+
+    assert asyncio.run(main()) == "ok"
+    assert b.state == "closed"
