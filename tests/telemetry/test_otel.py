@@ -275,3 +275,22 @@ def test_real_hedge_attempts_share_the_call_span(mode: str) -> None:
         assert span.parent is not None
         assert span.parent.span_id == call.context.span_id
     assert "buttress.hedge.started" in [e.name for e in call.events]
+
+
+def test_listener_removed_mid_call_still_ends_its_span(clock: ManualClock) -> None:
+    from buttress import add_listener, remove_listener
+
+    exporter, _, listener = _tracing()
+    pipeline = Pipeline(name="mid", clock=clock)
+    add_listener(listener)
+
+    def work() -> int:
+        remove_listener(listener)  # telemetry switched off while this call runs
+        return 1
+
+    try:
+        assert pipeline.call(work) == 1
+    finally:
+        remove_listener(listener)
+    assert [s.name for s in exporter.get_finished_spans()] == ["buttress mid"]
+    assert trace.get_current_span() is trace.INVALID_SPAN

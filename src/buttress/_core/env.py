@@ -117,9 +117,16 @@ class Env:
         """The clock's reading in seconds."""
         return self.clock.now()
 
-    def emit(self, event: Event) -> None:
-        """Deliver ``event`` to every listener; a raising listener is logged once."""
-        for listener in self.listeners:
+    def emit(self, event: Event, listeners: tuple[Listener, ...] | None = None) -> None:
+        """Deliver ``event`` to every listener; a raising listener is logged once.
+
+        Args:
+            event: The event.
+            listeners: Deliver to these instead of the current ``listeners`` (the pipeline's
+                call step sends `CallCompleted` to the listeners that saw `CallStarted`, so a
+                listener removed mid-call still closes its span).
+        """
+        for listener in self.listeners if listeners is None else listeners:
             try:
                 listener(event)
             except Exception:

@@ -352,7 +352,9 @@ def _outcome(exc: BaseException) -> str:
     return "cancelled"
 
 
-def _completed(env: Env, start: float, exc: BaseException | None) -> None:
+def _completed(
+    env: Env, listeners: tuple[Listener, ...], start: float, exc: BaseException | None
+) -> None:
     now = env.clock.now()
     env.emit(
         CallCompleted(
@@ -362,7 +364,8 @@ def _completed(env: Env, start: float, exc: BaseException | None) -> None:
             duration=now - start,
             outcome="success" if exc is None else _outcome(exc),
             error_type=None if exc is None else _type_name(exc),
-        )
+        ),
+        listeners,
     )
 
 
@@ -371,14 +374,15 @@ def _timed_sync(inner: Callable[..., Any], env: Env) -> Callable[..., Any]:
     name = env.name
 
     def call_step(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        listeners = env.listeners  # the same listeners see the start and the end
         start = clock.now()
-        env.emit(CallStarted(pipeline=name, strategy="pipeline", time=start))
+        env.emit(CallStarted(pipeline=name, strategy="pipeline", time=start), listeners)
         try:
             result = inner(fn, args, kwargs)
         except BaseException as exc:  # reported, then re-raised untouched
-            _completed(env, start, exc)
+            _completed(env, listeners, start, exc)
             raise
-        _completed(env, start, None)
+        _completed(env, listeners, start, None)
         return result
 
     return call_step
@@ -391,14 +395,15 @@ def _timed_async(inner: Callable[..., Awaitable[Any]], env: Env) -> Callable[...
     async def call_step(
         fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
+        listeners = env.listeners  # the same listeners see the start and the end
         start = clock.now()
-        env.emit(CallStarted(pipeline=name, strategy="pipeline", time=start))
+        env.emit(CallStarted(pipeline=name, strategy="pipeline", time=start), listeners)
         try:
             result = await inner(fn, args, kwargs)
         except BaseException as exc:  # reported, then re-raised untouched
-            _completed(env, start, exc)
+            _completed(env, listeners, start, exc)
             raise
-        _completed(env, start, None)
+        _completed(env, listeners, start, None)
         return result
 
     return call_step
