@@ -5,10 +5,10 @@
 Starts its own ``redis-server`` on a free port (``--save '' --appendonly no``).
 
 1. One connection, sequential requests: a raw redis-py ``GET`` loop (the peer) beside
-   ``RedisStore.cache_get`` (one EVALSHA) and a ``CacheAside`` hit served from Redis (the
-   local tier re-checks Redis on every call: ``local_ttl`` tiny), and a shared retry-budget
-   withdrawal. Round trips per operation are counted from the server's ``INFO
-   commandstats`` (calls of every command during the loop / operations).
+   ``RedisStore.cache_get`` (one EVALSHA), a ``CacheAside`` hit served from Redis (the
+   local tier re-checks Redis on every call: ``local_ttl`` tiny), a shared retry-budget
+   withdrawal and a ``RateLimiter`` admission on Redis. Round trips per operation are
+   counted on the client (requests written to a socket / operations).
 2. Cross-process stampede: 4 processes x 250 threads miss one key at once; the loader
    sleeps 0.5 s and counts its runs in Redis (target: exactly 1 load).
 """
@@ -29,7 +29,7 @@ import redis
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
-from buttress import CacheAside, Pipeline, TokenBucketBudget
+from buttress import CacheAside, Pipeline, RateLimiter, TokenBucketBudget
 from buttress.stores import RedisStore
 
 QUICK = "--quick" in sys.argv
@@ -87,11 +87,17 @@ def bench_round_trips(port: int) -> None:
         raise AssertionError("never loads: the value is in Redis")
 
     budget = TokenBucketBudget(1e12, retry_cost=1, name="bench", store=store)
+    limited = Pipeline(RateLimiter(1e9, 1e9, store=store, name="bench"))
+
+    def admitted() -> int:
+        return 1
+
     ops = [
         ("raw redis-py GET (peer)", lambda: raw.get("raw")),
         ("RedisStore.cache_get (EVALSHA)", lambda: store.cache_get("bench", "k")),
         ("CacheAside hit served from Redis", lambda: pipe.call(load)),
         ("shared retry-budget withdrawal", lambda: budget.try_withdraw(0.0)),
+        ("RateLimiter admission on Redis", lambda: limited.call(admitted)),
     ]
     chunk = N // 10
     best = [0.0] * len(ops)
