@@ -370,7 +370,7 @@ def test_asyncio_latency_is_virtual_and_cancelled_by_timeout() -> None:
     asyncio.run(main())
 
 
-def test_trio_latency_is_virtual() -> None:
+def test_trio_latency_is_virtual_and_cancelled_by_timeout() -> None:
     async def main() -> None:
         clock = ManualClock()
         p = Pipeline(InjectLatency(latency=4.0, injection_rate=1.0), clock=clock)
@@ -378,6 +378,16 @@ def test_trio_latency_is_virtual() -> None:
         assert await p.acall(aok) == "real"
         assert clock.now() == 4.0
         assert trio.current_time() - t0 < 1.0
+        called = []
+
+        async def never() -> None:
+            called.append(1)
+
+        p2 = Pipeline(Timeout(1.0), InjectLatency(latency=3.0, injection_rate=1.0), clock=clock)
+        with pytest.raises(TimeoutRejectedError):
+            await p2.acall(never)
+        assert called == []
+        assert trio.current_time() - t0 < 1.0  # virtual: no real second passed
 
     trio.run(main)
 

@@ -106,14 +106,47 @@ class TrioRuntime:
         return TrioWaiter(self.clock)
 
     def enter_deadline(self, deadline: float) -> Any:
-        """Open a `trio.CancelScope` with ``deadline`` (translated to trio's clock)."""
+        """Open a `trio.CancelScope` for ``deadline``.
+
+        With a `ManualClock` the scope is cancelled by a clock timer, so the deadline
+        follows virtual time (as on asyncio); otherwise the deadline is translated to
+        trio's clock.
+        """
+        clock = self.clock
+        if isinstance(clock, ManualClock):
+            return self._enter_manual(clock, deadline)
         scope = trio.CancelScope(deadline=self._to_trio(deadline))
         scope.__enter__()
         return scope
 
+    @staticmethod
+    def _enter_manual(clock: ManualClock, deadline: float) -> tuple[trio.CancelScope, Any]:
+        scope = trio.CancelScope()
+        scope.__enter__()
+        token = trio.lowlevel.current_trio_token()
+        thread = threading.get_ident()
+
+        def fire() -> None:  # runs in whichever thread advances the clock
+            if threading.get_ident() == thread:
+                scope.cancel()
+            else:
+                try:
+                    token.run_sync_soon(scope.cancel)
+                except trio.RunFinishedError:
+                    pass
+
+        timer = clock.call_at(deadline, fire)
+        if clock.now() >= deadline:
+            scope.cancel()
+        return (scope, timer)
+
     def exit_deadline(self, handle: Any, exc: BaseException | None) -> bool:
         """Close the scope; ``True`` when it absorbed its own cancellation."""
-        scope: trio.CancelScope = handle
+        if isinstance(handle, tuple):
+            scope, timer = handle
+            timer.cancel()
+        else:
+            scope = handle
         if exc is None:
             scope.__exit__(None, None, None)
             return False
