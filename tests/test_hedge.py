@@ -982,3 +982,38 @@ def test_worker_pool_runs_every_job_and_idle_threads_exit() -> None:
         time.sleep(0.01)
     assert sorted(done) == list(range(40))
     assert pool.threads == 0  # every idle worker left after idle_timeout
+
+
+def test_raising_predicate_is_raised_as_itself(driver: Any) -> None:
+    """A bug in an ``on=`` predicate surfaces as its own exception (trio: not a group)."""
+
+    class PredicateBug(Exception):
+        pass
+
+    def broken(outcome: Any) -> bool:
+        raise PredicateBug
+
+    async def scenario(d: Any) -> None:
+        clock = d.clock()
+        fn = Script(d, clock, {1: ("raise", OSError("x")), 2: ("wait", "h")})
+        p = Pipeline(Hedge(delay=0.2, on=broken), clock=clock)
+        box = d.spawn(lambda: p.acall(fn))
+        await d.settle()
+        assert isinstance(box.error, PredicateBug)
+        assert fn.started == [(1, 0.0)]
+
+    driver.run(scenario)
+
+
+def test_sync_raising_predicate_is_raised_and_attempts_abandoned() -> None:
+    class PredicateBug(Exception):
+        pass
+
+    def broken(outcome: Any) -> bool:
+        raise PredicateBug
+
+    def fn() -> None:
+        raise OSError("x")
+
+    with pytest.raises(PredicateBug):
+        Pipeline(Hedge(delay=0.2, on=broken)).call(fn)
