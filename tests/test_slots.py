@@ -131,3 +131,46 @@ def test_release_interval_estimate_only_under_saturation() -> None:
     assert big.try_acquire()
     big.release(lambda: 1 / 0)  # not full: the clock is never read
     assert big.retry_after() is None
+
+
+class _Waker:
+    def __init__(self) -> None:
+        self.woken = 0
+
+    def wake(self) -> None:
+        self.woken += 1
+
+
+def test_release_skips_waiters_whose_deadline_passed() -> None:
+    """Regression: under overload most grants went to waiters that had already timed out."""
+    from buttress._state.slots import EXPIRED, GRANTED, SlotPool
+
+    pool = SlotPool(1, 10)
+    assert pool.enqueue(None) is True  # the one slot is busy
+    w1, w2, w3 = _Waker(), _Waker(), _Waker()
+    t1 = pool.enqueue(w1, 1.0)
+    t2 = pool.enqueue(w2, 1.5)
+    t3 = pool.enqueue(w3, None)
+    assert pool.queued == 3
+    pool.release(lambda: 2.0)
+    assert (t1.state, t2.state, t3.state) == (EXPIRED, EXPIRED, GRANTED)  # type: ignore[union-attr]
+    assert (w1.woken, w2.woken, w3.woken) == (0, 0, 1)
+    assert (pool.in_use, pool.queued) == (1, 0)
+    # the expired waiters resume later and give up: nothing is counted twice
+    assert pool.abandon(t1, lambda: 2.1) is False  # type: ignore[arg-type]
+    assert pool.abandon(t2, lambda: 2.1) is False  # type: ignore[arg-type]
+    assert (pool.in_use, pool.queued) == (1, 0)
+    pool.release(lambda: 3.0)
+    assert (pool.in_use, pool.queued) == (0, 0)
+
+
+def test_waiter_before_its_deadline_is_granted() -> None:
+    from buttress._state.slots import GRANTED, SlotPool
+
+    pool = SlotPool(1, 10)
+    assert pool.enqueue(None) is True
+    w = _Waker()
+    t = pool.enqueue(w, 5.0)
+    pool.release(lambda: 4.0)
+    assert t.state == GRANTED  # type: ignore[union-attr]
+    assert w.woken == 1

@@ -274,7 +274,7 @@ class Bulkhead:
         """Slow path: queue for a slot. ``True`` = slot held; ``False`` = look up again."""
         until, may_wait, reason = self._window(env)
         waiter = env.sync_runtime().waiter() if may_wait else None
-        got = self._settle(pool.enqueue(waiter), pool, key, env)
+        got = self._settle(pool.enqueue(waiter, until), pool, key, env)
         if got is _RETRY:
             return False
         if got is True:
@@ -344,7 +344,7 @@ class Bulkhead:
         """Slow path: queue for a slot. ``True`` = slot held; ``False`` = look up again."""
         until, may_wait, reason = self._window(env)
         waiter = env.async_runtime().waiter() if may_wait else None
-        got = self._settle(pool.enqueue(waiter), pool, key, env)
+        got = self._settle(pool.enqueue(waiter, until), pool, key, env)
         if got is _RETRY:
             return False
         if got is True:
