@@ -59,7 +59,12 @@ def run_with_fault(server: Any, fault: Any, heal: Any) -> tuple[list[Any], list[
         time.sleep(0.8)
         during = len(answers)
         heal()
-        time.sleep(1.0)
+        # wait for the recovery to be seen (bounded), rather than a fixed time that a
+        # loaded machine may not honour
+        deadline = time.monotonic() + 15.0
+        while not events.of_type(StoreRecovered) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)
     finally:
         stop.set()
         for w in workers:

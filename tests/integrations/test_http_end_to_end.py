@@ -70,6 +70,8 @@ class App:
         self.store = store
         self.flaky_calls = 0
         self.base = ""
+        self.charging = threading.Event()  # set when /charge starts its side effect
+        self.hold: threading.Event | None = None  # when set, /charge waits for it
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -105,7 +107,12 @@ class App:
             hdr = dict(scope["headers"]).get(DEADLINE_HEADER.lower().encode(), b"").decode()
             await send_json(send, 200, {"b": remaining, "hdr": hdr})
         elif path == "/charge":
-            await asyncio.sleep(0.3)
+            self.charging.set()
+            hold = self.hold
+            if hold is not None:
+                await asyncio.get_running_loop().run_in_executor(None, hold.wait, 30)
+            else:
+                await asyncio.sleep(0.3)
             await self.count_db(body)
             await send_json(send, 201, {"charged": body.decode()})
         else:
@@ -202,14 +209,19 @@ def test_100_concurrent_duplicates_have_one_side_effect(served: tuple[Served, Ap
 
 
 def test_409_while_in_flight(served: tuple[Served, App, Any]) -> None:
-    server, _, counter = served
+    server, app, counter = served
+    app.charging.clear()
+    app.hold = threading.Event()  # keep the first request in flight until released
 
     async def main() -> tuple[int, int]:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as c:
             h = {"Idempotency-Key": "slow-1"}
             first = asyncio.ensure_future(c.post("/charge", content=b"1", headers=h))
-            await asyncio.sleep(0.1)
+            loop = asyncio.get_running_loop()
+            assert await loop.run_in_executor(None, app.charging.wait, 30)
             second = await c.post("/charge", content=b"1", headers=h)
+            assert app.hold is not None
+            app.hold.set()
             return (await first).status_code, second.status_code
 
     assert asyncio.run(main()) == (201, 409)
