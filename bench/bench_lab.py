@@ -43,6 +43,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--skip-s2", action="store_true")
     args = parser.parse_args()
+    t = time.process_time()
+    for _ in range(2000):
+        sum(range(1000))
+    calib = (time.process_time() - t) / 2000 * 1e6
+    print(
+        f"machine speed: sum(range(1000)) takes {calib:.1f} us of CPU here "
+        "(about 8 us on an idle modern core; scale the figures below accordingly)"
+    )
     print("S4 (metastable retry storm, 240 s virtual, 280 rps):")
     _measure(ROOT / "s4-metastable-retry-storm.toml", None, args.seeds)
     if not args.skip_s2:
