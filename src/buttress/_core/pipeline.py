@@ -85,6 +85,15 @@ class Pipeline:
         for strategy in strategies:
             if isinstance(strategy, Pipeline):
                 flat.extend(strategy.strategies)
+            elif isinstance(strategy, type):
+                # Pipeline(Retry) instead of Pipeline(Retry(...)): the class has the
+                # methods, so it would only fail on the first call with a TypeError
+                raise ConfigurationError.invalid(
+                    "Pipeline",
+                    "strategies",
+                    strategy,
+                    f"strategy instances, not classes: {strategy.__name__}(...)",
+                )
             elif callable(getattr(strategy, "build_sync", None)) and callable(
                 getattr(strategy, "build_async", None)
             ):

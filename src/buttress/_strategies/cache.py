@@ -220,7 +220,9 @@ class CacheAside:
         self.poll_interval = check_duration(
             owner, "poll_interval", poll_interval, strictly_positive=True
         )
-        self.fail_open = bool(fail_open)
+        if not isinstance(fail_open, bool):
+            raise ConfigurationError.invalid(owner, "fail_open", fail_open, "a bool")
+        self.fail_open = fail_open
         self.store_retry = check_duration(owner, "store_retry", store_retry, strictly_positive=True)
         if not isinstance(name, str) or not _NAME.match(name):
             raise ConfigurationError.invalid(

@@ -37,8 +37,8 @@ class Fallback:
 
     Raises:
         ConfigurationError: Neither or both of ``value`` and ``handler``; a handler that is
-            not callable; an ``async`` handler used by a sync call (raised when the sync
-            path is first built).
+            not callable; an empty ``name``; an ``async`` handler used by a sync call
+            (raised when the sync path is first built).
     """
 
     __slots__ = ("handle", "handler", "is_async", "name", "value")
@@ -64,6 +64,8 @@ class Fallback:
         self.value = value
         self.handler = handler
         self.is_async = handler is not None and inspect.iscoroutinefunction(handler)
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError.invalid("Fallback", "name", name, "a non-empty str")
         self.name = name
 
     def __repr__(self) -> str:

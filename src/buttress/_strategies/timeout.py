@@ -54,7 +54,8 @@ class Timeout:
         name: Strategy name for events and metrics (default ``"timeout"``).
 
     Raises:
-        ConfigurationError: ``timeout`` <= 0, NaN or infinite, or an unknown ``mode``.
+        ConfigurationError: ``timeout`` <= 0, NaN or infinite, an unknown ``mode``, or an
+            empty ``name``.
 
     Events: `TimeoutExpired` when this timeout's own deadline expires.
     """
@@ -72,6 +73,8 @@ class Timeout:
         if mode not in ("cooperative", "thread"):
             raise ConfigurationError.invalid("Timeout", "mode", mode, "'cooperative' or 'thread'")
         self.mode = mode
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError.invalid("Timeout", "name", name, "a non-empty str")
         self.name = name
 
     def __repr__(self) -> str:

@@ -198,6 +198,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 build_pipeline(spec, SimClock(), random.Random(0), file="--pipeline")
     except ScenarioError as exc:
         return _err(exc)
+    # prepare the output directory first: a bad --out must not cost a whole simulation
+    out = Path(args.out) if args.out else Path("lab-results") / scenario.name
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        msg = f"cannot create the output directory {str(out)!r} ({exc.strerror or exc})"
+        return _err(ScenarioError("--out", "", msg))
     workers = args.workers if args.workers is not None else min(4, os.cpu_count() or 1)
     if getattr(args, "real", False):
         from .real import run_real
@@ -234,8 +241,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
             f"seed(s) in {time.perf_counter() - wall:.1f}s wall "
             f"({time.process_time() - started:.1f}s CPU in this process)"
         )
-    out = Path(args.out) if args.out else Path("lab-results") / scenario.name
-    out.mkdir(parents=True, exist_ok=True)
     print_table(results)
     json_path = write_json(results, out / "results.json")
     print(f"results: {json_path}")

@@ -625,8 +625,16 @@ def parse_scenario(data: dict[str, Any], file: str = "<scenario>") -> Scenario:
     pipelines = _pipelines(v, data["pipelines"])
     if dep.kind == "occ" and load.kind != "closed":
         raise v.fail("load.kind", "the 'occ' dependency needs a closed load (kind = 'closed')")
+    name = v.string(s, "name", p, None, required=True)
+    if name in ("", ".", "..") or any(c in name for c in "/\\\0"):
+        # the name is the output directory under lab-results/: never a path
+        raise v.fail(
+            "scenario.name",
+            f"expected a plain name usable as a directory name (no '/', '\\', "
+            f"'.' or '..'), got {name!r}",
+        )
     return Scenario(
-        name=v.string(s, "name", p, None, required=True),
+        name=name,
         description=v.string(s, "description", p, ""),
         reproduces=v.string(s, "reproduces", p, ""),
         duration=duration,
@@ -656,6 +664,10 @@ def load_scenario(path: str | Path) -> Scenario:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ScenarioError(name, "", f"cannot read the file ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(
+            name, "", f"not a UTF-8 text file (byte {exc.start}); TOML files are UTF-8"
+        ) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

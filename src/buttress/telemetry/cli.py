@@ -11,12 +11,21 @@ from .._exceptions import ConfigurationError
 __all__ = ["register"]
 
 
-def _write(text: str, output: str | None) -> None:
+def _write(text: str, output: str | None, command: str) -> int:
+    """Write ``text`` to ``output`` (stdout for ``None`` or ``-``); returns the exit code."""
     if output is None or output == "-":
         sys.stdout.write(text)
-    else:
+        return 0
+    try:
         with open(output, "w", encoding="utf-8") as fh:
             fh.write(text)
+    except OSError as exc:
+        print(
+            f"buttress telemetry {command}: cannot write {output!r} ({exc.strerror or exc})",
+            file=sys.stderr,
+        )
+        return 2
+    return 0
 
 
 def _export_rules(args: argparse.Namespace) -> int:
@@ -32,15 +41,13 @@ def _export_rules(args: argparse.Namespace) -> int:
     except ConfigurationError as exc:
         print(f"buttress telemetry export-rules: {exc}", file=sys.stderr)
         return 2
-    _write(text, args.output)
-    return 0
+    return _write(text, args.output, "export-rules")
 
 
 def _export_dashboard(args: argparse.Namespace) -> int:
     from .alerts import dashboard
 
-    _write(dashboard(title=args.title), args.output)
-    return 0
+    return _write(dashboard(title=args.title), args.output, "export-dashboard")
 
 
 def register(subparsers: Any) -> None:
