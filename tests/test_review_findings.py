@@ -117,3 +117,26 @@ def test_cache_aside_fail_open_must_be_a_bool(value: object) -> None:
     # bool("no") is True: a string used to enable fail-open silently
     with pytest.raises(ConfigurationError, match=r"CacheAside\(fail_open="):
         CacheAside(1.0, fail_open=value)  # type: ignore[arg-type]
+
+
+def test_lab_run_reports_cpu_including_worker_processes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # "0.2s CPU in this process" hid the workers' CPU (most of it with --workers 2)
+    path = _scenario(tmp_path)
+    out = tmp_path / "out"
+    assert main(["lab", "run", str(path), "--out", str(out), "--no-report"]) == 0
+    text = capsys.readouterr().out
+    assert "CPU, worker processes included" in text
+    assert "in this process" not in text
+
+
+@pytest.mark.parametrize("workers", ["0", "-3"])
+def test_lab_run_rejects_workers_below_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], workers: str
+) -> None:
+    path = _scenario(tmp_path)
+    assert main(["lab", "run", str(path), "--out", str(tmp_path / "o"), "--workers", workers]) == 2
+    err = capsys.readouterr().err
+    _one_clean_line(err)
+    assert "--workers" in err
