@@ -140,3 +140,23 @@ def test_lab_run_rejects_workers_below_one(
     err = capsys.readouterr().err
     _one_clean_line(err)
     assert "--workers" in err
+
+
+def test_lab_pipeline_factory_that_raises_is_one_line_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # an exception while importing the module was already one line; one raised by the
+    # factory itself printed a traceback and exited 1
+    (tmp_path / "review_factory_mod.py").write_text(
+        "def make(clock=None, random=None):\n    raise ValueError('factory failed')\n",
+        encoding="utf-8",
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = _scenario(tmp_path)
+    args = ["lab", "run", str(path), "--out", str(tmp_path / "o"), "--workers", "1"]
+    assert main([*args, "--pipeline", "review_factory_mod:make"]) == 2
+    err = capsys.readouterr().err
+    _one_clean_line(err)
+    assert "review_factory_mod:make" in err
+    assert "ValueError: factory failed" in err

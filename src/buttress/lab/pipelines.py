@@ -408,7 +408,12 @@ def _strategies_of(obj: Any, ref: str, where: str, clock: Any, rng: Any) -> list
             kwargs["clock"] = clock
         if "random" in params:
             kwargs["random"] = rng
-        obj = obj(**kwargs)
+        try:
+            obj = obj(**kwargs)
+        except Exception as exc:  # the user's factory: one line, like an import failure
+            raise ScenarioError(
+                where, "", f"calling {ref} failed: {type(exc).__name__}: {exc}"
+            ) from None
     if isinstance(obj, Pipeline):
         return list(obj.strategies)
     if hasattr(obj, "build_async"):
