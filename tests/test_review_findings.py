@@ -160,3 +160,15 @@ def test_lab_pipeline_factory_that_raises_is_one_line_exit_2(
     _one_clean_line(err)
     assert "review_factory_mod:make" in err
     assert "ValueError: factory failed" in err
+
+
+def test_scenario_duration_is_bounded(tmp_path: Path) -> None:
+    # the lab keeps per-second counters: duration = 1e12 validated "ok" and then died
+    # with MemoryError (or got the process OOM-killed) when run
+    path = _scenario(tmp_path, SCENARIO.replace("duration = 5.0", "duration = 1e12"))
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    assert "scenario.duration" in str(info.value)
+    assert "<= 86400" in str(info.value)
+    ok = _scenario(tmp_path, SCENARIO.replace("duration = 5.0", "duration = 86400.0"))
+    assert load_scenario(ok).duration == 86400.0

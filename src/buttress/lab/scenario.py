@@ -24,6 +24,7 @@ __all__ = [
     "FAULT_KINDS",
     "FaultSpec",
     "LoadSpec",
+    "MAX_DURATION",
     "PipelineSpec",
     "Scenario",
     "load_scenario",
@@ -43,6 +44,9 @@ FAULT_KINDS = (
     "cache_flush",
 )
 DISTRIBUTIONS = ("constant", "exponential", "lognormal", "bimodal", "abs_normal")
+MAX_DURATION = 86_400.0
+"""Longest ``scenario.duration`` in seconds (one day of virtual time): a run keeps
+per-second counters, so an unbounded duration would exhaust memory before simulating."""
 
 
 @dataclass(frozen=True)
@@ -612,7 +616,8 @@ def parse_scenario(data: dict[str, Any], file: str = "<scenario>") -> Scenario:
             "recover_within",
         ),
     )
-    duration = v.number(s, "duration", p, required=True, lo_open=True)
+    # bounded: the lab keeps per-second counters for the whole run (one day is plenty)
+    duration = v.number(s, "duration", p, required=True, lo_open=True, hi=MAX_DURATION)
     dep = _dependency(v, data.get("dependency", {}))
     load = _load(v, data.get("load", {}), duration)
     client = _client(v, data.get("client", {}))
