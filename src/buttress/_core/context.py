@@ -32,6 +32,7 @@ ENV = 0
 PARENT = 1
 CTX = 2
 DEADLINE = 3
+ATTEMPT = 4  # optional fifth slot, appended by the first retry (absent means attempt 1)
 
 Record = list[Any]
 
@@ -81,7 +82,6 @@ class Context:
         "_idempotency_key",
         "_props",
         "_record",
-        "attempt",
         "clock",
         "operation_key",
         "parent",
@@ -100,7 +100,6 @@ class Context:
         self.operation_key = operation_key
         self.clock = clock
         self.parent = parent
-        self.attempt = 1
         if record is None:
             inherited = parent.deadline if parent is not None else None
             if deadline is None or (inherited is not None and inherited < deadline):
@@ -109,6 +108,24 @@ class Context:
         self._record = record
         self._idempotency_key = idempotency_key
         self._props: dict[Key[Any], Any] | None = None
+
+    @property
+    def attempt(self) -> int:
+        """1-based attempt number, incremented by each retry (and per hedge).
+
+        Kept in the execution record, so a `Retry` can publish it without building
+        the Context object on the failure path.
+        """
+        record = self._record
+        return record[ATTEMPT] if len(record) > ATTEMPT else 1
+
+    @attempt.setter
+    def attempt(self, value: int) -> None:
+        record = self._record
+        if len(record) > ATTEMPT:
+            record[ATTEMPT] = value
+        else:
+            record.append(value)
 
     @property
     def deadline(self) -> float | None:

@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from .. import backoff as _backoff
-from .._core.context import CURRENT, DEADLINE, Context, Record, materialize
+from .._core.context import ATTEMPT, CURRENT, DEADLINE, Record
 from .._core.env import Env
 from .._core.gauges import register_gauge
 from .._core.handle import Handle, HandleLike, compile_handle
@@ -324,16 +324,22 @@ class Retry:
     ) -> Any:
         state = _Attempts(self, env, start)
         state.failed(exc, result, first=True)
-        sleep = env.sync_runtime().sleep
         direct = next_step is invoke
         decide_exc = self.handle.exception
+        next_delay = state.next_delay
+        record = state.record
         while True:
-            delay = state.next_delay(exc, decision)
+            delay = next_delay(exc, decision)
             if delay is None:
                 return state.give_up(exc, result)
             if delay > 0.0:
-                sleep(delay)
-            state.begin_attempt()
+                env.sync_runtime().sleep(delay)
+            # begin the next attempt (inlined: this loop is the failure path's hot spot)
+            attempt = state.attempt = state.attempt + 1
+            if record is not None:
+                record[ATTEMPT] = attempt
+            if env.listeners:
+                state.attempt_start = env.clock.now()
             try:
                 result = fn(*args, **kwargs) if direct else next_step(fn, args, kwargs)
             except Exception as e:
@@ -342,7 +348,8 @@ class Retry:
                     state.end_attempt("unhandled", e)
                     raise
                 exc, result = e, None
-                state.failed(exc, None)
+                if env.listeners:
+                    state.end_attempt("handled", exc)
                 continue
             if self.handle.checks_results:
                 decision = self.handle.result(result)
@@ -426,7 +433,6 @@ class _Attempts:
     __slots__ = (
         "attempt",
         "attempt_start",
-        "ctx",
         "env",
         "last_delay",
         "last_was_timeout",
@@ -453,7 +459,9 @@ class _Attempts:
         self.reason = ""
         record = CURRENT.get()
         self.record: Record | None = record
-        self.ctx: Context | None = materialize(record) if record is not None else None
+        # the attempt number lives in the record (no Context built on the failure path)
+        if record is not None and len(record) <= ATTEMPT:
+            record.append(1)
 
     def failed(self, exc: Exception | None, result: Any, *, first: bool = False) -> None:
         if self.env.listeners:
@@ -469,8 +477,8 @@ class _Attempts:
 
     def begin_attempt(self) -> None:
         self.attempt += 1
-        if self.ctx is not None:
-            self.ctx.attempt = self.attempt
+        if self.record is not None:
+            self.record[ATTEMPT] = self.attempt
         if self.env.listeners:
             self.attempt_start = self.env.clock.now()
 
