@@ -172,3 +172,14 @@ def test_scenario_duration_is_bounded(tmp_path: Path) -> None:
     assert "<= 86400" in str(info.value)
     ok = _scenario(tmp_path, SCENARIO.replace("duration = 5.0", "duration = 86400.0"))
     assert load_scenario(ok).duration == 86400.0
+
+
+def test_scenario_error_survives_pickling() -> None:
+    # raised in a --workers process, it must cross back to the parent unchanged (its
+    # three-argument __init__ made unpickling fail with a TypeError)
+    import pickle
+
+    err = pickle.loads(pickle.dumps(ScenarioError("f.toml", "load.rate", "expected a number")))
+    assert isinstance(err, ScenarioError)
+    assert (err.file, err.key, err.message) == ("f.toml", "load.rate", "expected a number")
+    assert str(err) == "f.toml: load.rate: expected a number"

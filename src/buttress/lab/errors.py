@@ -43,6 +43,10 @@ class ScenarioError(Exception):
         where = f"{file}: {key}: " if key else f"{file}: "
         super().__init__(where + message)
 
+    def __reduce__(self) -> tuple[type[ScenarioError], tuple[str, str, str]]:
+        # picklable with its three arguments (it crosses back from --workers processes)
+        return (type(self), (self.file, self.key, self.message))
+
 
 class DependencyError(Exception):
     """Base class of the simulated dependency's failures."""
