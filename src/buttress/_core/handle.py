@@ -156,7 +156,14 @@ class Handle:
             )
 
     def exception(self, exc: Exception) -> float | bool:
-        """Decide for a raised exception: ``False``, ``True`` or a minimum delay."""
+        """Decide for a raised exception: ``False``, ``True`` or a minimum delay.
+
+        A `ConfigurationError` is never handled, whatever ``on=`` says: it reports a
+        programming error (for example ``acall`` given a plain function), and retrying,
+        hedging or counting it against a dependency would only repeat the mistake.
+        """
+        if isinstance(exc, ConfigurationError):
+            return False
         if self.exc_types and isinstance(exc, self.exc_types):
             return True
         for pred in self.exc_preds:

@@ -33,6 +33,7 @@ from .invoke import invoke as _invoke
 __all__ = ["Pipeline"]
 
 _CoroutineType = types.CoroutineType
+_GeneratorType = types.GeneratorType
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -231,6 +232,15 @@ class Pipeline:
             result = chain(fn, args, kwargs)
         finally:
             CURRENT.reset(token)
+        if result.__class__ is _GeneratorType:
+            result.close()
+            raise ConfigurationError(
+                f"Pipeline {self.name!r}: call() got a generator function {fn!r}: a retry "
+                "cannot replay a half-consumed stream; return the collected items instead",
+                parameter="fn",
+                value=fn,
+                expected="a function returning a value",
+            )
         if result.__class__ is _CoroutineType:
             # checked on the result (one class test) rather than with
             # inspect.iscoroutinefunction (about 1 us) before the call
@@ -245,7 +255,12 @@ class Pipeline:
         return result  # type: ignore[no-any-return]
 
     async def acall(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Await ``fn(*args, **kwargs)`` through the strategies (asyncio, trio or the lab)."""
+        """Await ``fn(*args, **kwargs)`` through the strategies (asyncio, trio or the lab).
+
+        ``fn`` must be a coroutine function or a callable returning an awaitable (for
+        example ``lambda: client.get(url)``); a plain function is a programming error
+        (use `call`).
+        """
         chain = self._async_chain or self._async()
         token = CURRENT.set([self._env, parent := CURRENT.get(), None, parent and parent[DEADLINE]])
         try:

@@ -574,8 +574,12 @@ class _Attempts:
             "deadline": "the next wait would pass the deadline",
             "budget": "retry budget exhausted",
         }[self.reason]
-        exc.add_note(
+        note = (
             f"buttress: Retry {spec.name!r} gave up after {self.attempt} attempt(s), "
             f"{self.waited:.3f}s waiting: {why}"
         )
+        # one exception object can reach many callers (single-flight waiters share the
+        # leader's): never pile up identical notes on it
+        if note not in getattr(exc, "__notes__", ()):
+            exc.add_note(note)
         raise exc
