@@ -44,3 +44,26 @@ def test_shared_exception_gets_one_identical_note() -> None:
         with pytest.raises(ValueError):
             p.call(fail)
     assert len(shared.__notes__) == 1
+
+
+def test_a_scope_object_can_be_entered_again_while_open() -> None:
+    from buttress import current_context, scope
+
+    s = scope(idempotency_key="k")
+    with s, s:
+        ctx = current_context()
+        assert ctx is not None
+        assert ctx.idempotency_key == "k"
+    assert current_context() is None
+
+
+def test_lab_list_finds_the_checkout_examples_from_any_directory(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from buttress._cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["lab", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "s4-metastable-retry-storm" in out
+    assert "demo-zone-outage" in out

@@ -273,11 +273,12 @@ class scope:
         for key, value in (properties or {}).items():
             ctx.set(key, value)
         self._ctx = ctx
-        self._token: Any = None
+        self._token: list[Any] = []
 
     def __enter__(self) -> Context:
-        self._token = CURRENT.set(self._ctx._record)
+        # a stack of tokens: the same scope object may be entered again while open
+        self._token.append(CURRENT.set(self._ctx._record))
         return self._ctx
 
     def __exit__(self, *exc: object) -> None:
-        CURRENT.reset(self._token)
+        CURRENT.reset(self._token.pop())

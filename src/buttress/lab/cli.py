@@ -81,11 +81,24 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-report", action="store_true", help="skip report.html/report.png")
 
 
+def _example_dirs() -> list[Path]:
+    """``examples/scenarios`` under the working directory and, for a source checkout
+    (editable install), under the repository that holds this package."""
+    dirs = [Path("examples") / "scenarios"]
+    checkout = Path(__file__).resolve().parents[3] / "examples" / "scenarios"
+    if checkout.is_dir() and all(checkout.resolve() != d.resolve() for d in dirs):
+        dirs.append(checkout)
+    return [d for d in dirs if d.is_dir()]
+
+
 def _scenario_paths() -> list[Path]:
     paths = sorted(BUNDLED.glob("*.toml"))
-    examples = Path("examples") / "scenarios"
-    if examples.is_dir():
-        paths += sorted(examples.glob("*.toml"))
+    seen = {p.stem for p in paths}
+    for examples in _example_dirs():
+        for path in sorted(examples.glob("*.toml")):
+            if path.stem not in seen:
+                seen.add(path.stem)
+                paths.append(path)
     return paths
 
 
