@@ -29,6 +29,7 @@ from .context import CURRENT, DEADLINE
 from .env import Env, Listener
 from .invoke import ainvoke as _ainvoke
 from .invoke import invoke as _invoke
+from .naming import error_type as _error_type
 
 __all__ = ["Pipeline"]
 
@@ -359,13 +360,6 @@ class Pipeline:
 # -- call telemetry step (only installed when listeners exist) ------------------------------
 
 
-def _type_name(exc: BaseException) -> str:
-    cls = type(exc)
-    return (
-        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
-    )
-
-
 def _outcome(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "timeout"
@@ -387,7 +381,7 @@ def _completed(
             time=now,
             duration=now - start,
             outcome="success" if exc is None else _outcome(exc),
-            error_type=None if exc is None else _type_name(exc),
+            error_type=_error_type(exc),
         ),
         listeners,
     )

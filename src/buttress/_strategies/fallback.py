@@ -9,6 +9,7 @@ from typing import Any
 from .._core.context import CURRENT, Context, materialize
 from .._core.env import Env
 from .._core.handle import Handle, HandleLike, compile_handle
+from .._core.naming import error_type as _error_type
 from .._core.outcome import Outcome
 from .._exceptions import ConfigurationError
 from ..events import FallbackUsed
@@ -74,14 +75,12 @@ class Fallback:
 
     def _used(self, env: Env, exc: BaseException | None) -> None:
         if env.listeners:
-            from .retry import _type_name
-
             env.emit(
                 FallbackUsed(
                     pipeline=env.name,
                     strategy=self.name,
                     time=env.clock.now(),
-                    error_type=_type_name(exc),
+                    error_type=_error_type(exc),
                 )
             )
 

@@ -29,6 +29,7 @@ from typing import Any
 
 from .._core.env import Env
 from .._core.invoke import ainvoke
+from .._core.naming import type_name as _type_name
 from .._core.validate import check_duration, check_ratio
 from .._exceptions import ConfigurationError, InjectedFaultError
 from ..events import FaultInjected
@@ -40,12 +41,6 @@ _UNSET: Any = object()
 
 Enabled = bool | Callable[[], bool]
 Rate = float | Callable[[], float]
-
-
-def _type_name(cls: type) -> str:
-    return (
-        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
-    )
 
 
 class _Injection:

@@ -19,6 +19,7 @@ from .._core.env import Env
 from .._core.gauges import register_gauge
 from .._core.handle import Handle, HandleLike, compile_handle
 from .._core.invoke import ainvoke, invoke
+from .._core.naming import error_type as _error_type
 from .._core.validate import check_count, check_optional_duration
 from .._exceptions import ConfigurationError, RejectedError
 from .._state.budget import RatioBudget, RetryBudget
@@ -28,15 +29,6 @@ from ..typing import AsyncStep, SyncStep
 __all__ = ["Retry"]
 
 _DEFAULT: Any = object()
-
-
-def _type_name(exc: BaseException | None) -> str | None:
-    if exc is None:
-        return None
-    cls = type(exc)
-    return (
-        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
-    )
 
 
 class Retry:
@@ -422,7 +414,7 @@ def _emit_attempt(
             attempt=attempt,
             duration=now - start,
             outcome=outcome,
-            error_type=_type_name(exc),
+            error_type=_error_type(exc),
         )
     )
 
@@ -543,7 +535,7 @@ class _Attempts:
                     time=now,
                     attempt=self.attempt,
                     delay=delay,
-                    error_type=_type_name(exc),
+                    error_type=_error_type(exc),
                     server_delay=server,
                 )
             )
@@ -563,7 +555,7 @@ class _Attempts:
                     attempts=self.attempt,
                     waited=self.waited,
                     reason=self.reason,
-                    error_type=_type_name(exc),
+                    error_type=_error_type(exc),
                 )
             )
         if exc is None:

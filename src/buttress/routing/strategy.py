@@ -21,6 +21,7 @@ from .._core.context import CTX, CURRENT, Key, materialize
 from .._core.env import Env
 from .._core.handle import HandleLike, compile_handle
 from .._core.invoke import ainvoke, invoke
+from .._core.naming import type_name as _type_name
 from .._core.validate import check_optional_duration
 from .._exceptions import ConfigurationError
 from .._runtime.sync import BackgroundLoop
@@ -89,13 +90,6 @@ async def acall_routed(
     """Async `call_routed` (``await pipeline.acall(fn, *args, **kwargs)``)."""
     acall: Any = pipeline.acall
     return await acall(fn, *args, **kwargs)  # type: ignore[no-any-return]
-
-
-def _type_name(exc: BaseException) -> str:
-    cls = type(exc)
-    return (
-        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
-    )
 
 
 class LoadBalance:
@@ -280,7 +274,7 @@ class LoadBalance:
                     pipeline=env.name,
                     strategy=self.name,
                     time=env.clock.now(),
-                    error_type=_type_name(exc),
+                    error_type=_type_name(type(exc)),
                 )
             )
 
