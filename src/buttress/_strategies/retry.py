@@ -318,20 +318,13 @@ class Retry:
         state.failed(exc, result, first=True)
         direct = next_step is invoke
         decide_exc = self.handle.exception
-        next_delay = state.next_delay
-        record = state.record
         while True:
-            delay = next_delay(exc, decision)
+            delay = state.next_delay(exc, decision)
             if delay is None:
                 return state.give_up(exc, result)
             if delay > 0.0:
                 env.sync_runtime().sleep(delay)
-            # begin the next attempt (inlined: this loop is the failure path's hot spot)
-            attempt = state.attempt = state.attempt + 1
-            if record is not None:
-                record[ATTEMPT] = attempt
-            if env.listeners:
-                state.attempt_start = env.clock.now()
+            state.begin_attempt()
             try:
                 result = fn(*args, **kwargs) if direct else next_step(fn, args, kwargs)
             except Exception as e:
@@ -340,8 +333,7 @@ class Retry:
                     state.end_attempt("unhandled", e)
                     raise
                 exc, result = e, None
-                if env.listeners:
-                    state.end_attempt("handled", exc)
+                state.failed(exc, None)
                 continue
             if self.handle.checks_results:
                 decision = self.handle.result(result)
