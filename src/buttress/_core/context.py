@@ -223,7 +223,11 @@ def current_context() -> Context | None:
 
 
 def new_record(env: Any) -> Record:
-    """The record a pipeline pushes on entry (inherits the parent's deadline)."""
+    """The record a pipeline pushes on entry (inherits the parent's deadline).
+
+    The per-call entry points of `Pipeline` and the fused `Retry`/`Timeout` decorators
+    build the same list inline instead (a call here costs about 0.1 us on their paths).
+    """
     parent = CURRENT.get()
     return [env, parent, None, parent[DEADLINE] if parent is not None else None]
 

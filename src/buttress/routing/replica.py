@@ -22,7 +22,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from .._core.clock import Clock
-from .._core.context import CURRENT, DEADLINE, Context, Key, materialize
+from .._core.context import CURRENT, Context, Key, materialize, new_record
 from .._core.env import Env, Listener
 from .._core.handle import HandleLike
 from .._core.invoke import ainvoke, invoke
@@ -234,8 +234,7 @@ class ReplicaSet:
                 self.reads.build_sync(invoke, env),
                 self.writes.build_sync(invoke, env),
             )
-        parent = CURRENT.get()
-        token = CURRENT.set([self._env, parent, None, parent and parent[DEADLINE]])
+        token = CURRENT.set(new_record(self._env))
         try:
             return chains[role](fn, args, kwargs)
         finally:
@@ -249,8 +248,7 @@ class ReplicaSet:
                 self.reads.build_async(ainvoke, env),
                 self.writes.build_async(ainvoke, env),
             )
-        parent = CURRENT.get()
-        token = CURRENT.set([self._env, parent, None, parent and parent[DEADLINE]])
+        token = CURRENT.set(new_record(self._env))
         try:
             return await chains[role](fn, args, kwargs)
         finally:
