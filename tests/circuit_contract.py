@@ -3,14 +3,16 @@ obviously correct reference model of the breaker, as a hypothesis state machine.
 
 The model keeps a plain list of outcomes and recomputes every window from scratch; the
 implementations keep rings and rolling buckets (and the memory store folds lock-free
-batched successes lazily). A shared-store implementation (Redis) can run the same machine::
+batched successes lazily). A shared-store implementation (Redis) runs the same machine::
 
     from circuit_contract import make_circuit_machine
-    TestRedisCircuit = make_circuit_machine(lambda policy: store.circuit("t", uuid4().hex,
-                                                                         policy)).TestCase
+    TestRedisCircuit = make_circuit_machine(
+        lambda policy: RedisCircuit(store, "t", uuid4().hex, policy, caller_clock=True)
+    ).TestCase
 
 The store must then use the ``now`` it is given (inject a clock for the test), since the
-machine compares exact times.
+machine compares exact times. ``windows="time"`` (or ``"count"``) draws only policies with
+that kind of window.
 """
 
 from __future__ import annotations
@@ -184,8 +186,8 @@ class Model:
 
 
 @st.composite
-def policies(draw: st.DrawFn) -> dict[str, Any]:
-    timed = draw(st.booleans())
+def policies(draw: st.DrawFn, windows: str = "any") -> dict[str, Any]:
+    timed = draw(st.booleans()) if windows == "any" else windows == "time"
     window = None if timed else draw(st.integers(1, 6))
     p: dict[str, Any] = {
         "window": window,
@@ -232,6 +234,7 @@ def build_policy(p: dict[str, Any]) -> CircuitPolicy:
 class BreakerMachine(RuleBasedStateMachine):
     factory: Callable[[CircuitPolicy], Circuit] = MemoryCircuit
     use_fast_path = True
+    windows = "any"
 
     def __init__(self) -> None:
         super().__init__()
@@ -240,8 +243,9 @@ class BreakerMachine(RuleBasedStateMachine):
         self.model: Model
         self.cell: Any
 
-    @initialize(p=policies())
-    def setup(self, p: dict[str, Any]) -> None:
+    @initialize(data=st.data())
+    def setup(self, data: st.DataObject) -> None:
+        p = data.draw(policies(self.windows), label="policy")
         self.p = p
         self.model = Model(p)
         self.cell = type(self).factory(build_policy(p))
@@ -333,12 +337,15 @@ def make_circuit_machine(
     *,
     use_fast_path: bool = True,
     max_examples: int = 100,
+    windows: str = "any",
 ) -> type[BreakerMachine]:
-    """A state machine class checking circuits built by ``factory(policy)``."""
+    """A state machine class checking circuits built by ``factory(policy)``; ``windows``
+    (``"any"``, ``"count"`` or ``"time"``) restricts the policies drawn."""
+    assert windows in ("any", "count", "time")
     machine = type(
         "CircuitMachine",
         (BreakerMachine,),
-        {"factory": staticmethod(factory), "use_fast_path": use_fast_path},
+        {"factory": staticmethod(factory), "use_fast_path": use_fast_path, "windows": windows},
     )
     machine.TestCase.settings = settings(
         max_examples=max_examples,

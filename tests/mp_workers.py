@@ -47,28 +47,34 @@ def cache_stampede_worker(url: str, start: Any, threads: int, out: Any) -> None:
     out.put((len(results), sorted({r["load"] for r in results}), errors))
 
 
-def breaker_worker(url: str, index: int, start: Any, opened: Any, out: Any) -> None:
+def breaker_worker(
+    url: str, index: int, start: Any, opened: Any, out: Any, timed: bool = False
+) -> None:
     try:
-        _breaker_worker(url, index, start, opened, out)
+        _breaker_worker(url, index, start, opened, out, timed)
     except Exception as exc:  # reported to the parent, never a hang
         out.put({"index": index, "error": repr(exc)})
 
 
-def _breaker_worker(url: str, index: int, start: Any, opened: Any, out: Any) -> None:
-    """Process 0 fails until the shared breaker opens; the others must then reject."""
+def _breaker_worker(url: str, index: int, start: Any, opened: Any, out: Any, timed: bool) -> None:
+    """Process 0 fails until the shared breaker opens; the others must then reject.
+    ``timed``: a time window (60 s in 6 buckets) instead of the last 20 calls."""
     from buttress import CircuitBreaker, CircuitOpenError, Pipeline
     from buttress.stores import RedisStore
 
     store = RedisStore(url, timeout=5)
+    window: dict[str, Any] = (
+        {"window_duration": 60, "window_buckets": 6} if timed else {"window": 20}
+    )
     pipe = Pipeline(
         CircuitBreaker(
             on=ConnectionError,
             failure_ratio=0.5,
-            window=20,
             min_throughput=10,
             break_duration=60,
             store=store,
             name="shared-breaker",
+            **window,
         )
     )
 

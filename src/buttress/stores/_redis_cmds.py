@@ -17,9 +17,10 @@ hash tag, so every key of one namespace lives in one slot and a script may touch
 * ``P:{ns}:l:<key>``  loader lock (value = token), expires with its lease.
 * ``P:{ns}:fence``    fencing-token counter of the namespace (one key per namespace).
 * ``P:{ns}:inv``      pub/sub channel of invalidations (``k:<key>`` or ``p:<prefix>``).
-* ``P:{ns}:cb:<key>``  circuit breaker state (hash), ``P:{ns}:cbr:<key>`` its outcome ring
-  (a string, one byte per call); both expire ``max(3600, 10 x longest break)`` seconds
-  after the last change (then the breaker reads closed and empty again).
+* ``P:{ns}:cb:<key>``  circuit breaker state (hash), ``P:{ns}:cbr:<key>`` its window (a
+  string: for a count window one byte per call, for a time window 18 bytes per bucket);
+  both expire ``max(3600, 10 x longest break, window_duration)`` seconds after the last
+  change (then the breaker reads closed and empty again).
 * ``P:{ns}:rl:<key>``  rate-limiter bucket (GCRA): hash ``tat`` theoretical arrival time,
   ``last`` latest server time seen (us); expires once the bucket is full again.
 * ``P:{ns}:budget``   retry budget: hash ``b`` balance, ``t`` last update (server us),
@@ -206,16 +207,22 @@ def fmt(seconds: float) -> str:
 
 
 # -- circuit breaker ----------------------------------------------------------------------------
-# Mirrors buttress._state.circuit.CircuitState for count windows (the ring of outcome codes
-# is a string, one byte per call: bit 0 failed, bit 1 slow). KEYS: state hash, ring string.
-# ARGV: op, token, failed, slow, window, min_throughput, failure_ratio (-1: off),
-# consecutive limit (-1: off), slow ratio (-1: off), half_open_calls, half_open_successes,
-# half_open_max (us, -1: off), break_reset_after (us), key ttl (s), break table (s)...
+# Mirrors buttress._state.circuit.CircuitState. KEYS: state hash, window string.
+# The window string holds, for a count window, the ring of outcome codes (one byte per call:
+# bit 0 failed, bit 1 slow); for a time window, the rolling buckets, 18 bytes each (calls,
+# failures, slow calls as 6-byte big-endian integers) at offset 18 x (index mod buckets).
+# The hash keeps the running totals, the ring position (``pos``), the absolute index of the
+# newest bucket (``cur``, '' for none) and the window's shape (``wk``: a window written under
+# another shape is cleared instead of misread).
+# ARGV: op, token, failed, slow, window (0: time window), min_throughput, failure_ratio
+# (-1: off), consecutive limit (-1: off), slow ratio (-1: off), half_open_calls,
+# half_open_successes, half_open_max (us, -1: off), break_reset_after (us), key ttl (s),
+# buckets (0: count window), bucket width (s), clock (us; -1: the server's TIME),
+# break table (s)...
 # Reply: effective state, generation, calls, failures, slow, consecutive, opens,
 # break duration (s, string), retry_after (us, -1: none), trials in flight, trial
 # successes, trial failures, previous state ('' none), permitted, trial, actual state.
-CIRCUIT = (
-    """
+CIRCUIT = """
 local op = ARGV[1]
 local token = tonumber(ARGV[2])
 local failed, slowf = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -223,12 +230,18 @@ local size, minthr = tonumber(ARGV[5]), tonumber(ARGV[6])
 local ratio, climit, sratio = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
 local hcalls, hsucc, hmax = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
 local reset_after, ttl = tonumber(ARGV[13]), tonumber(ARGV[14])
-local nbreaks = #ARGV - 14
-"""
-    + _NOW
-    + """
+local nb, width = tonumber(ARGV[15]), tonumber(ARGV[16])
+local now = tonumber(ARGV[17])
+local BT = 17
+local nbreaks = #ARGV - BT
+if now < 0 then
+  local _t = redis.call('TIME')
+  now = tonumber(_t[1]) * 1000000 + tonumber(_t[2])
+end
+local spec
+if nb > 0 then spec = 't' .. ARGV[15] .. ':' .. ARGV[16] else spec = 'c' .. ARGV[5] end
 local f = redis.call('HMGET', KEYS[1], 'st', 'gen', 'cons', 'opens', 'bd', 'until', 'cs',
-                     'rs', 'tif', 'ts', 'tf', 'calls', 'fails', 'slow', 'pos')
+                     'rs', 'tif', 'ts', 'tf', 'calls', 'fails', 'slow', 'pos', 'cur', 'wk')
 local st = tonumber(f[1]) or 0
 local gen = tonumber(f[2]) or 0
 local cons = tonumber(f[3]) or 0
@@ -244,15 +257,23 @@ local calls = tonumber(f[12]) or 0
 local fails = tonumber(f[13]) or 0
 local slow = tonumber(f[14]) or 0
 local pos = tonumber(f[15]) or 0
+local cur = tonumber(f[16])
 local NAMES = {[0] = 'closed', [1] = 'open', [2] = 'half_open', [3] = 'isolated'}
 local previous = ''
 local permitted, trial = 0, 0
 local dirty = false
+-- a window of another shape (the policy changed; state of an older version with a
+-- time window) is dropped rather than misread
+if f[1] and f[17] ~= spec and (f[17] or nb > 0) then
+  redis.call('DEL', KEYS[2])
+  calls, fails, slow, pos, cur = 0, 0, 0, 0, nil
+  dirty = true
+end
 
 local function open_()
   if st == 0 and now - cs >= reset_after then opens = 0 end
   opens = opens + 1
-  bd = ARGV[14 + math.min(opens, nbreaks)]
+  bd = ARGV[BT + math.min(opens, nbreaks)]
   untl = now + math.floor(tonumber(bd) * 1000000)
   st = 1
   gen = gen + 1
@@ -262,12 +283,73 @@ local function close_()
   st = 0
   gen = gen + 1
   redis.call('DEL', KEYS[2])
-  calls, fails, slow, pos = 0, 0, 0, 0
+  calls, fails, slow, pos, cur = 0, 0, 0, 0, nil
   cons = 0
   cs = now
   tif, ts, tf = 0, 0, 0
 end
+
+-- time window: BB bytes per bucket, three 6-byte big-endian counts
+local BB = 18
+local function dec(s, i)
+  local v = 0
+  for k = i, i + 5 do v = v * 256 + string.byte(s, k) end
+  return v
+end
+local function enc(v)
+  local b = {}
+  for k = 6, 1, -1 do
+    b[k] = v % 256
+    v = math.floor(v / 256)
+  end
+  return string.char(b[1], b[2], b[3], b[4], b[5], b[6])
+end
+local function bucket(i)
+  local s = redis.call('GETRANGE', KEYS[2], i * BB, i * BB + BB - 1)
+  if #s < BB then return 0, 0, 0 end
+  return dec(s, 1), dec(s, 7), dec(s, 13)
+end
+-- bring the buckets to now; a reading older than the newest bucket counts in the newest
+local function rotate()
+  local index = math.floor(now / 1000000 / width)
+  if cur == nil then
+    cur = index
+  elseif index > cur then
+    if index - cur >= nb then
+      redis.call('DEL', KEYS[2])
+      calls, fails, slow = 0, 0, 0
+    else
+      for i = cur + 1, index do
+        local slot = i % nb
+        local c, fl, sl = bucket(slot)
+        if c > 0 then
+          calls, fails, slow = calls - c, fails - fl, slow - sl
+          redis.call('SETRANGE', KEYS[2], slot * BB, string.rep(string.char(0), BB))
+        end
+      end
+    end
+    cur = index
+  end
+end
+
 local function add(code)
+  if nb > 0 then
+    rotate()
+    local slot = cur % nb
+    local c, fl, sl = bucket(slot)
+    c = c + 1
+    calls = calls + 1
+    if code % 2 == 1 then
+      fl = fl + 1
+      fails = fails + 1
+    end
+    if code >= 2 then
+      sl = sl + 1
+      slow = slow + 1
+    end
+    redis.call('SETRANGE', KEYS[2], slot * BB, enc(c) .. enc(fl) .. enc(sl))
+    return
+  end
   if calls >= size then
     local old = redis.call('GETRANGE', KEYS[2], pos, pos)
     local b = 0
@@ -352,6 +434,13 @@ elseif op == 'release' then
     tif = tif - 1
     dirty = true
   end
+elseif op == 'snapshot' then
+  -- closed: the time window as of now (an empty window has nothing to expire)
+  if st == 0 and nb > 0 and calls > 0 then
+    local before = cur
+    rotate()
+    if cur ~= before then dirty = true end
+  end
 elseif op == 'isolate' then
   if st ~= 3 then
     previous = NAMES[st]
@@ -371,12 +460,14 @@ elseif op == 'close' or op == 'reset' then
 end
 
 if dirty then
+  local c = ''
+  if cur ~= nil then c = string.format('%.0f', cur) end
   redis.call('HSET', KEYS[1], 'st', st, 'gen', gen, 'cons', cons, 'opens', opens, 'bd', bd,
              'until', string.format('%.0f', untl), 'cs', string.format('%.0f', cs),
              'rs', string.format('%.0f', rs), 'tif', tif, 'ts', ts, 'tf', tf,
-             'calls', calls, 'fails', fails, 'slow', slow, 'pos', pos)
+             'calls', calls, 'fails', fails, 'slow', slow, 'pos', pos, 'cur', c, 'wk', spec)
   redis.call('EXPIRE', KEYS[1], ttl)
-  if calls > 0 then redis.call('EXPIRE', KEYS[2], ttl) end
+  redis.call('EXPIRE', KEYS[2], ttl)
 end
 local eff = NAMES[st]
 local retry = -1
@@ -386,7 +477,6 @@ end
 return {eff, gen, calls, fails, slow, cons, opens, bd, string.format('%.0f', retry),
         tif, ts, tf, previous, permitted, trial, NAMES[st]}
 """
-)
 
 
 # -- rate limiter (GCRA) ------------------------------------------------------------------------

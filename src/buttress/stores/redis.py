@@ -208,11 +208,8 @@ class RedisStore:
     # -- circuit breaker (CircuitStore) -----------------------------------------------------------
 
     def circuit(self, name: str, key: Hashable | None, policy: Any) -> Any:
-        """A `RedisCircuit` for breaker ``name`` and partition ``key`` (see `CircuitStore`).
-
-        Raises:
-            ConfigurationError: The policy uses a time-based window.
-        """
+        """A `RedisCircuit` for breaker ``name`` and partition ``key`` (see `CircuitStore`);
+        count and time windows alike."""
         from .redis_circuit import RedisCircuit
 
         return RedisCircuit(self, name, key, policy)

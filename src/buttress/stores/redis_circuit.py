@@ -2,9 +2,19 @@
 
 Every operation (admit, record, release, snapshot, manual transition) is one run of the
 `buttress.stores._redis_cmds.CIRCUIT` script: atomic, one round trip, timed with the
-server's ``TIME``. The script mirrors `buttress._state.circuit.CircuitState` for *count*
-windows (the last N calls, kept as a byte string in Redis); time-based windows
-(``window_duration``) are not supported on Redis and raise `ConfigurationError`.
+server's ``TIME``. The script mirrors `buttress._state.circuit.CircuitState` for both
+window kinds, each kept in one string next to the state hash:
+
+* a count window (``window=N``): the last N outcome codes, one byte per call;
+* a time window (``window_duration``, ``window_buckets``): the rolling buckets, 18 bytes
+  each (calls, failures, slow calls), bucket index ``floor(server time / width)``. Expired
+  buckets are zeroed when the next outcome or snapshot finds them, so a call costs
+  O(1) (at most ``window_buckets`` buckets after a long quiet spell) and the string never
+  exceeds ``18 x window_buckets`` bytes.
+
+Both keys expire by themselves ``max(3600, 10 x longest break, window_duration)`` seconds
+after the last change. A window stored under another shape (the breaker's window settings
+changed between deployments) is cleared rather than misread.
 
 A break schedule (``break_duration`` given as a backoff) is evaluated once, when the circuit
 is created, for opens 1..32 (with a fixed seed for jitter), so every process uses the same
@@ -24,7 +34,6 @@ from typing import TYPE_CHECKING, Any
 
 from .._core.env import Env
 from .._core.store_guard import StoreGuard
-from .._exceptions import ConfigurationError
 from .._state.circuit import Admission, CircuitPolicy, CircuitSnapshot
 from . import _redis_cmds as cmd
 from .memory import MemoryCircuit
@@ -37,7 +46,8 @@ __all__ = ["RedisCircuit"]
 _BREAKS = 32
 
 
-def _params(policy: CircuitPolicy) -> list[Any]:
+def _params(policy: CircuitPolicy) -> tuple[list[Any], list[str]]:
+    """The script's policy arguments (ARGV 5..16) and its break table (ARGV 18..)."""
     rng = random.Random(0)
     breaks: list[str] = []
     previous = 0.0
@@ -50,8 +60,11 @@ def _params(policy: CircuitPolicy) -> list[Any]:
             break
     slow_on = policy.slow_call_duration is not None
     hmax = policy.half_open_max_duration
+    duration = policy.window_duration
+    timed = duration is not None
+    ttl = max(3600, int(10 * longest) + 1, int(duration or 0.0) + 1)
     return [
-        policy.window,
+        0 if timed else policy.window,
         policy.min_throughput,
         cmd.fmt(policy.failure_ratio) if policy.failure_ratio is not None else -1,
         policy.consecutive_failures if policy.consecutive_failures is not None else -1,
@@ -60,9 +73,10 @@ def _params(policy: CircuitPolicy) -> list[Any]:
         policy.half_open_successes,
         int(hmax * 1e6) if hmax is not None else -1,
         int(policy.break_reset_after * 1e6),
-        max(3600, int(10 * longest) + 1),
-        *breaks,
-    ]
+        ttl,
+        policy.window_buckets if timed else 0,
+        cmd.fmt((duration or 0.0) / policy.window_buckets),
+    ], breaks
 
 
 def _snapshot(reply: Any) -> CircuitSnapshot:
@@ -112,27 +126,27 @@ class RedisCircuit:
         store: The `RedisStore`.
         name: The breaker's name (namespace of its keys).
         key: Partition key, or ``None``.
-        policy: The breaker's thresholds (count window only).
-
-    Raises:
-        ConfigurationError: A time-based window (``window_duration``).
+        policy: The breaker's thresholds (count or time window).
+        caller_clock: For tests only: time every operation with the ``now`` it is given
+            (seconds >= 0 on the caller's clock) instead of the server's ``TIME``, so a test can
+            drive the breaker with a `buttress.testing.ManualClock`. Every process sharing
+            the circuit must then use the same clock. Default ``False``.
     """
 
     def __init__(
-        self, store: RedisStore, name: str, key: Hashable | None, policy: CircuitPolicy
+        self,
+        store: RedisStore,
+        name: str,
+        key: Hashable | None,
+        policy: CircuitPolicy,
+        *,
+        caller_clock: bool = False,
     ) -> None:
-        if policy.window is None:
-            raise ConfigurationError(
-                f"CircuitBreaker {name!r}: a time-based window (window_duration) is not "
-                "supported on RedisStore; use a count window (window=N)",
-                parameter="window_duration",
-                value=policy.window_duration,
-                expected="None with RedisStore (use window=N)",
-            )
         self.store = store
         self.policy = policy
         self.keys = list(store.keys.circuit(name, "-" if key is None else str(key)))
-        self.params = _params(policy)
+        self.params, self.breaks = _params(policy)
+        self.caller_clock = caller_clock
         self.fallback = MemoryCircuit(policy)
         self.guard = StoreGuard(store, name, fail_open=store.fail_open)
         self.env = Env(f"breaker:{name}")
@@ -141,8 +155,11 @@ class RedisCircuit:
     def __repr__(self) -> str:
         return f"RedisCircuit({self.keys[0]!r})"
 
-    def _args(self, op: str, token: int = 0, failed: bool = False, slow: bool = False) -> list[Any]:
-        return [op, token, int(failed), int(slow), *self.params]
+    def _args(
+        self, op: str, now: float, token: int = 0, failed: bool = False, slow: bool = False
+    ) -> list[Any]:
+        clock = round(now * 1e6) if self.caller_clock else -1
+        return [op, token, int(failed), int(slow), *self.params, clock, *self.breaks]
 
     def _is_slow(self, duration: float | None) -> bool:
         return duration is not None and self._slow is not None and duration > self._slow
@@ -152,7 +169,7 @@ class RedisCircuit:
         if not guard.usable(now):
             return None
         try:
-            reply = self.store.run(cmd.CIRCUIT, self.keys, self._args(op, *args))
+            reply = self.store.run(cmd.CIRCUIT, self.keys, self._args(op, now, *args))
         except Exception as exc:
             guard.failed(self.env, op, exc, now)
             return None
@@ -165,7 +182,7 @@ class RedisCircuit:
         if not guard.usable(now):
             return None
         try:
-            reply = await self.store.arun(cmd.CIRCUIT, self.keys, self._args(op, *args))
+            reply = await self.store.arun(cmd.CIRCUIT, self.keys, self._args(op, now, *args))
         except Exception as exc:
             guard.failed(self.env, op, exc, now)
             return None
