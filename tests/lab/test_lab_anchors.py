@@ -177,3 +177,48 @@ def test_s12_single_flight_and_early_refresh_stop_the_stampede() -> None:
     assert 20 <= naive["server_requests"] / cycles <= 35
     assert mine["server_requests"] / cycles <= 1.5
     assert mine["latency"]["p99"] < 0.01  # readers never wait for the recompute
+
+
+def test_s12b_cache_flush_single_flight_loads_each_key_once_naive_stampedes() -> None:
+    sc = _load("s12b-cache-flush")
+    # shorter: warm up over 30 s to 1,000 rps, flush at 60 s, 30 s after it
+    load = replace(sc.load, ramp=((0.0, 100.0), (30.0, 1000.0)))
+    flush = replace(sc.faults[0], start=60.0)
+    sc = replace(sc, duration=90.0, load=load, faults=(flush,))
+    specs = {p.name: p for p in sc.pipelines}
+    naive = run_one(sc, specs["cachetools"], 0)
+    mine = run_one(sc, specs["buttress-cache-aside"], 0)
+    nf, mf = naive["faults"][0], mine["faults"][0]
+    # single-flight: about one database load per key after the flush
+    assert mf["loads_per_key"] <= 1.1
+    assert mf["max_loads_per_key"] <= 2
+    assert mf["recovered"]
+    # naive: one load per concurrent reader of a missing key; the hottest key (~13% of
+    # 1,000 rps) has >= 13 readers per 0.1 s load, more once the database queues
+    assert nf["max_loads_per_key"] >= 13
+    assert nf["max_loads_per_key"] >= 10 * mf["max_loads_per_key"]
+    assert nf["loads_per_key"] >= 2.5 * mf["loads_per_key"]
+    assert nf["peak_load_during"] > 1.3 * mf["peak_load_during"]
+    # ... overloads the database (200 loads/s); its loads time out before they fill the
+    # cache and it stays collapsed (metastable)
+    assert nf["peak_load_during"] > 400
+    assert not nf["recovered"]
+
+
+def test_s10b_zone_aware_balancing_keeps_traffic_local_and_spills_on_zone_failure() -> None:
+    sc = replace(_load("s10b-zones"), duration=40.0)
+    specs = {p.name: p for p in sc.pipelines}
+    healthy = replace(sc, faults=())
+    anywhere = run_one(healthy, specs["balancer-any-zone"], 0)
+    local = run_one(healthy, specs["balancer-zone-aware"], 0)
+    # S10 goal: >= 80% same-zone traffic when healthy (here all of it); the zone-oblivious
+    # balancer sends ~60% across zones (peak EWMA slightly favours the faster local
+    # replicas; random: 2/3) and pays the 2 ms cross-zone round trip on them
+    assert local["cross_zone_share"] == 0.0
+    assert 0.45 <= anywhere["cross_zone_share"] <= 0.75
+    assert anywhere["latency"]["p50"] - local["latency"]["p50"] >= 0.0005
+    # zone-a down from 10 s to 25 s: the zone-aware balancer spills to the other zones
+    failing = replace(sc, faults=(replace(sc.faults[0], start=10.0),))
+    spill = run_one(failing, specs["balancer-zone-aware"], 0)
+    assert spill["success_rate"] >= 0.99
+    assert spill["cross_zone_share"] >= 0.3

@@ -14,12 +14,20 @@ hops); a write that finds the version moved fails with `ConflictError`.
 
 Faults (`FaultSpec`) switch replica state on and off on the timeline; overlapping faults
 combine (latency factors multiply, error rates combine as independent failures, the
-smallest capacity wins).
+smallest capacity wins). A ``cache_flush`` fault does not touch the replicas: at its start
+the model calls ``flush_hook`` (the run empties the pipeline's caches) and, for the
+fault's ``duration``, counts the requests that reach the dependency per key.
+
+Zones: the callers sit in ``client.zone`` (default: the first zone); every request to a
+replica and every reply from it waits the one-way ``dependency.zone_delay`` between the
+two zones, on top of the ``dependency.network`` delay.
 """
 
 from __future__ import annotations
 
+import bisect
 import heapq
+import itertools
 import math
 import random as _random
 from collections import deque
@@ -35,10 +43,10 @@ from .errors import (
     ThrottledError,
     UnavailableError,
 )
-from .scenario import Distribution, FaultSpec, Scenario
+from .scenario import Distribution, FaultSpec, LoadSpec, Scenario
 from .sim import Future, Scheduler, sleep
 
-__all__ = ["KEY", "Counters", "OccModel", "ServiceModel", "sampler"]
+__all__ = ["KEY", "Counters", "OccModel", "ServiceModel", "key_picker", "sampler"]
 
 KEY: Key[int] = Key("buttress.lab.key", default=0)
 """Context property holding the key (partition) of the current simulated call, set when
@@ -75,15 +83,42 @@ def sampler(dist: Distribution, rng: _random.Random) -> Callable[[], float]:
     return lambda: abs(gauss(mean, sd))
 
 
+def key_picker(load: LoadSpec, rng: _random.Random) -> Callable[[], int]:
+    """A zero-argument function drawing the key of the next user request with ``rng``.
+
+    Keys are ``0 .. load.keys - 1``: uniform, or with ``key_popularity = "zipf"`` key *k*
+    has weight ``1 / (k + 1) ** zipf_exponent`` (key 0 is the hottest).
+    """
+    keys = load.keys
+    if keys <= 1:
+        return lambda: 0
+    rand = rng.random
+    if load.key_popularity == "uniform":
+        return lambda: int(rand() * keys)
+    s = load.zipf_exponent
+    cum = list(itertools.accumulate(1.0 / (k + 1) ** s for k in range(keys)))
+    total = cum[-1]
+    last = keys - 1
+    find = bisect.bisect_right
+
+    def pick() -> int:
+        k = find(cum, rand() * total)
+        return k if k < last else last
+
+    return pick
+
+
 class Counters:
     """Per-second counters of one run (index = whole virtual seconds)."""
 
     __slots__ = (
         "attempts",
         "busy",
+        "cross_zone",
         "expired",
         "first",
         "good",
+        "key_loads",
         "lost",
         "ok_by_start",
         "overloaded",
@@ -111,6 +146,9 @@ class Counters:
         self.refused = 0
         self.lost = 0
         self.server_errors = 0
+        self.cross_zone = 0  # calls sent to a replica outside the callers' zone
+        # fault index -> key -> requests that reached the dependency (cache_flush windows)
+        self.key_loads: dict[int, dict[int, int]] = {}
 
 
 class _Request(Future):
@@ -147,6 +185,8 @@ class _Replica:
     __slots__ = (
         "busy",
         "capacity",
+        "delay_in",
+        "delay_out",
         "down",
         "error_rate",
         "fail_fast",
@@ -155,6 +195,7 @@ class _Replica:
         "latency",
         "model",
         "queue",
+        "remote",
         "workers",
         "zone",
     )
@@ -172,6 +213,9 @@ class _Replica:
         self.fail_fast = False
         self.error_rate = 0.0
         self.latency = 1.0
+        self.delay_in = 0.0  # one-way zone delay, callers -> replica (seconds)
+        self.delay_out = 0.0  # ... replica -> callers
+        self.remote = False  # outside the callers' zone
 
 
 class _FaultTimeline:
@@ -233,11 +277,29 @@ class ServiceModel:
         self.net = sampler(dep.network, _random.Random(f"{seed}/network"))
         self.route_rng = _random.Random(f"{seed}/route")
         self.fault_rng = _random.Random(f"{seed}/faults")
+        zone = scenario.client.zone or dep.zones[0]
+        delays = dep.zone_delay
+        for r in self.replicas:
+            r.delay_in = delays.between(zone, r.zone)
+            r.delay_out = delays.between(r.zone, zone)
+            r.remote = r.zone != zone
+        self.has_zone = any(r.delay_in > 0.0 or r.delay_out > 0.0 for r in self.replicas)
+        self.delayed = self.has_net or self.has_zone
+        self.any_remote = any(r.remote for r in self.replicas)
         self.round_robin = scenario.client.routing == "round_robin"
         self.single: _Replica | None = self.replicas[0] if len(self.replicas) == 1 else None
         self._rr = 0
         self.bad_keys: dict[int, str] = {}
-        self.faults = _FaultTimeline(sched, scenario.faults, self._apply_faults)
+        self.flush_hook: Callable[[], None] | None = None
+        """Empties the callers' caches (set by the run); called when a cache_flush starts."""
+        self.counting: list[dict[int, int]] = []  # open cache_flush windows
+        for i, f in enumerate(scenario.faults):
+            if f.kind == "cache_flush":
+                sched.call_at(f.start, self._flush, i)
+                sched.call_at(f.end, self._flush_end, i)
+        self.faults = _FaultTimeline(
+            sched, tuple(f for f in scenario.faults if f.kind != "cache_flush"), self._apply_faults
+        )
 
     # -- faults ------------------------------------------------------------------------------
 
@@ -247,6 +309,17 @@ class ServiceModel:
         if f.zone is not None:
             return [r for r in self.replicas if r.zone == f.zone]
         return self.replicas
+
+    def _flush(self, i: int) -> None:
+        counts: dict[int, int] = {}
+        self.c.key_loads[i] = counts
+        self.counting.append(counts)
+        if self.flush_hook is not None:
+            self.flush_hook()
+
+    def _flush_end(self, i: int) -> None:
+        counts = self.c.key_loads[i]
+        self.counting = [d for d in self.counting if d is not counts]
 
     def _apply_faults(self, active: list[FaultSpec]) -> None:
         for r in self.replicas:
@@ -322,13 +395,20 @@ class ServiceModel:
                 if outer is not None and outer < deadline:
                     deadline = outer
         req = _Request(rep, deadline, key)
+        if self.any_remote and rep.remote:
+            c.cross_zone += 1
         if rep.down:
             c.refused += 1
             self._reply(req, UnavailableError(f"replica {rep.index} ({rep.zone}) is down"))
         elif rep.hang or (self.bad_keys and self.bad_keys.get(key) == "hang"):
             c.lost += 1  # packet loss: the request never arrives
-        elif self.has_net:
-            sched.call_later(self.net(), self._arrive, req)
+        elif self.delayed:
+            if self.has_net:
+                sched.call_later(rep.delay_in + self.net(), self._arrive, req)
+            elif rep.delay_in > 0.0:
+                sched.call_later(rep.delay_in, self._arrive, req)
+            else:
+                self._arrive(req)
         else:
             self._arrive(req)
         return req
@@ -344,6 +424,10 @@ class ServiceModel:
             c.lost += 1
             return
         c.seen[b] += 1
+        if self.counting:
+            key = req.key
+            for counts in self.counting:
+                counts[key] = counts.get(key, 0) + 1
         bad = self.bad_keys.get(req.key) if self.bad_keys else None
         if (
             rep.fail_fast
@@ -441,10 +525,15 @@ class ServiceModel:
             self._start(req)
 
     def _reply(self, req: _Request, exc: BaseException | None) -> None:
-        if self.has_net:
-            self.sched.call_later(self.net(), self._deliver, (req, exc))
-        else:
-            self.sched.resolve(req, True, exc)
+        if self.delayed:
+            if self.has_net:
+                self.sched.call_later(req.replica.delay_out + self.net(), self._deliver, (req, exc))
+                return
+            delay = req.replica.delay_out
+            if delay > 0.0:
+                self.sched.call_later(delay, self._deliver, (req, exc))
+                return
+        self.sched.resolve(req, True, exc)
 
     def _deliver(self, arg: tuple[_Request, BaseException | None]) -> None:
         req, exc = arg

@@ -110,12 +110,19 @@ class NaiveTTLCache:
 
     def __init__(self, ttl: float = 60.0) -> None:
         self.ttl = float(ttl)
+        self._caches: list[dict[Any, tuple[Any, float]]] = []
+
+    def clear(self) -> None:
+        """Drop every entry (a ``cache_flush`` fault)."""
+        for cache in self._caches:
+            cache.clear()
 
     def build_sync(self, next_step: Any, env: Any) -> Any:
         raise RuntimeError("the lab runs pipelines asynchronously")
 
     def build_async(self, next_step: Any, env: Any) -> Any:
         cache: dict[Any, tuple[Any, float]] = {}
+        self._caches.append(cache)
         clock = env.clock
         ttl = self.ttl
 

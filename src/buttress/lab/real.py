@@ -18,7 +18,8 @@ Differences from the simulator, by necessity:
 * Wasted work is server time spent on requests whose client deadline (sent in the
   ``x-lab-deadline`` header) had passed when the work finished.
 * The ``occ`` dependency, ``fanout`` > 1 and the network-delay distribution are not
-  modelled in real mode (the command says so).
+  modelled in real mode (the command says so); ``cache_flush`` faults and zone delays are
+  refused.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from .errors import (
     ThrottledError,
     UnavailableError,
 )
-from .model import Counters, sampler
+from .model import Counters, key_picker, sampler
 from .pipelines import build_pipeline
 from .run import _Run
 from .runner import aggregate
@@ -316,11 +317,14 @@ class _RealRun(_Run):
         self.ejections = []
         self.fanout = 1
         self.by_key = None
+        self.keyed = False
         self.scale = scale
         self.dep = _Dependency(scenario, seed, c, scale)
         self.arrival_rng = _random.Random(f"{seed}/arrivals")
         self.key_rng = _random.Random(f"{seed}/keys")
+        self._key = key_picker(scenario.load, self.key_rng)
         self.route_rng = _random.Random(f"{seed}/route")
+        self.zone = scenario.client.zone or scenario.dependency.zones[0]
 
     async def _call(self, client: Any, key: int) -> None:
         import httpx
@@ -329,6 +333,8 @@ class _RealRun(_Run):
         self.c.attempts[dep.bin()] += 1
         reps = dep.replicas
         rep = reps[int(self.route_rng.random() * len(reps))]
+        if rep.zone != self.zone:
+            self.c.cross_zone += 1
         timeout = self.scenario.client.timeout
         deadline = time.monotonic() + timeout if timeout is not None else math.inf
         try:
@@ -363,8 +369,7 @@ class _RealRun(_Run):
         t0 = time.monotonic()
         b = dep.bin()
         c.first[b] += 1
-        keys = self.scenario.load.keys
-        key = int(self.key_rng.random() * keys) if keys > 1 else 0
+        key = self._key()
         try:
             await self.pipeline.acall(self._call, client, key)
         except Exception as exc:
@@ -451,6 +456,16 @@ def _check(scenario: Scenario, runs: int) -> None:
         raise ScenarioError(where, "dependency.kind", "real mode supports only 'service'")
     if scenario.load.fanout != 1:
         raise ScenarioError(where, "load.fanout", "real mode supports only fanout = 1")
+    for i, f in enumerate(scenario.faults):
+        if f.kind == "cache_flush":
+            raise ScenarioError(
+                where, f"faults[{i}].kind", "'cache_flush' is simulator-only (not in real mode)"
+            )
+    zd = scenario.dependency.zone_delay
+    if zd.same or zd.cross or any(d for _, _, d in zd.pairs):
+        raise ScenarioError(
+            where, "dependency.zone_delay", "zone delays are simulator-only (not in real mode)"
+        )
     total = runs * scenario.duration
     if total > MAX_SECONDS:
         raise ScenarioError(

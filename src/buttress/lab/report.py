@@ -72,9 +72,13 @@ def summary_rows(
     if closed:
         header += ["server calls", "makespan s"]
     header += ["wasted"]
-    for i in range(len(scenario["faults"])):
+    for i, fault in enumerate(scenario["faults"]):
         tag = f"F{i + 1}" if len(scenario["faults"]) > 1 else "fault"
-        header += [f"{tag} load x", f"{tag} recovered", f"{tag} recover s"]
+        if fault["kind"] == "cache_flush":
+            header += [f"{tag} loads/key", f"{tag} max/key", f"{tag} peak/s"]
+        else:
+            header += [f"{tag} load x"]
+        header += [f"{tag} recovered", f"{tag} recover s"]
     rows = []
     for p in results["pipelines"]:
         lat = p["latency"]
@@ -94,8 +98,15 @@ def summary_rows(
             ]
         row += [_fmt(p["wasted_fraction"]["mean"], 100, 1, "%")]
         for f in p["faults"]:
+            if f["kind"] == "cache_flush":
+                row += [
+                    _band(f["loads_per_key"], digits=2, bands=bands),
+                    _band(f["max_loads_per_key"], digits=0, bands=bands),
+                    _band(f["peak_load_during"], digits=0, bands=bands),
+                ]
+            else:
+                row += [_band(f["amplification_during"], digits=2, bands=bands)]
             row += [
-                _band(f["amplification_during"], digits=2, bands=bands),
                 f"{f['recovered_seeds']}/{seeds}",
                 _band(f["time_to_recover"], digits=0, bands=bands),
             ]
@@ -215,7 +226,9 @@ def write_html(results: dict[str, Any], out: Path) -> tuple[Path, Path]:
         for p in results["pipelines"]
     )
     faults = "".join(
-        f"<li>{esc(f['kind'])} ({esc(f['mode'])}) from {f['start']:g} s to {f['end']:g} s</li>"
+        f"<li>cache_flush at {f['start']:g} s (per-key loads counted until {f['end']:g} s)</li>"
+        if f["kind"] == "cache_flush"
+        else f"<li>{esc(f['kind'])} ({esc(f['mode'])}) from {f['start']:g} s to {f['end']:g} s</li>"
         for f in sc["faults"]
     )
     img = base64.b64encode(png).decode("ascii")

@@ -25,7 +25,7 @@ from collections import Counter
 from typing import Any
 
 from .._core.context import scope
-from .model import KEY, Counters, OccModel, ServiceModel
+from .model import KEY, Counters, OccModel, ServiceModel, key_picker
 from .pipelines import build_pipeline, endpoints_for
 from .scenario import PipelineSpec, Scenario
 from .sim import Future, Scheduler, Task
@@ -101,6 +101,9 @@ class _Run:
         self.arrival_rng = _random.Random(f"{seed}/arrivals")
         self.arrival_random = self.arrival_rng.random
         self.key_rng = _random.Random(f"{seed}/keys")
+        self._key = key_picker(scenario.load, self.key_rng)
+        if isinstance(self.model, ServiceModel):
+            self.model.flush_hook = _flusher(self.pipeline)
         self.budgets = _budgets(self.pipeline)
         self.budget_series: list[list[float | None]] = [[] for _ in self.budgets]
         self.breaker: list[list[Any]] = []
@@ -111,9 +114,11 @@ class _Run:
         self.const_rate = load.rate if not load.ramp else None
         self.poisson = load.arrival == "poisson"
         self.key_rng_on = load.keys > 1
-        # per-key user requests and successes by start second (only with several keys)
+        # the call's key on the context, for per-key strategies (only with several keys)
+        self.keyed = load.keys > 1 and load.fanout == 1
+        # per-key user requests and successes by start second (for partition faults)
         self.by_key: tuple[list[list[int]], list[list[int]]] | None = None
-        if load.keys > 1 and load.fanout == 1:
+        if self.keyed and any(f.kind == "partition" for f in scenario.faults):
             self.by_key = (
                 [[0] * c.size for _ in range(load.keys)],
                 [[0] * c.size for _ in range(load.keys)],
@@ -135,10 +140,6 @@ class _Run:
 
     # -- user requests ---------------------------------------------------------------------
 
-    def _key(self) -> int:
-        keys = self.scenario.load.keys
-        return int(self.key_rng.random() * keys) if keys > 1 else 0
-
     async def _user(self, t0: float, key: int) -> None:
         c = self.c
         b = int(t0)
@@ -151,7 +152,7 @@ class _Run:
         try:
             if self.fanout > 1:
                 await self._fanout()
-            elif by_key is not None:
+            elif self.keyed:
                 with scope(operation_key="lab", properties={KEY: key}, clock=self.sched.clock):
                     await self.acall(self.call, key)
             else:
@@ -250,6 +251,7 @@ class _Run:
         c = self.c
         first = sum(c.first)
         seen = sum(c.seen)
+        attempts = sum(c.attempts)
         lat = sorted(self.lat)
         busy = sum(c.busy)
         wasted = sum(c.wasted)
@@ -266,13 +268,14 @@ class _Run:
             "seed": self.seed,
             "first_tries": first,
             "server_requests": seen,
-            "client_attempts": sum(c.attempts),
+            "client_attempts": attempts,
             "successes": self.succeeded,
             "failures": self.failed,
             "in_flight_at_end": in_flight,
             "success_rate": _r(self.succeeded / finished if finished else None),
             "goodput": _r(self.succeeded / span),
             "amplification": _r(seen / (first * self.fanout) if first else None),
+            "cross_zone_share": _r(c.cross_zone / attempts if attempts else None),
             "latency": {
                 "p50": _r(percentile(lat, 50.0)),
                 "p99": _r(percentile(lat, 99.0)),
@@ -311,7 +314,16 @@ class _Run:
             if rate > 0:
                 burst = max(c.seen[end:burst_end]) / (k * rate)
         during_ok = sum(c.ok_by_start[start:end])
-        ttr = self._time_to_recover(end)
+        flush = f.kind == "cache_flush"
+        # a flush is instantaneous: recovery counts from the flush, not the window's end
+        ttr = self._time_to_recover(start if flush else end)
+        peak = max(c.seen[start:end], default=0) if end > start else None
+        per_key = max_per_key = None
+        if flush:
+            counts = c.key_loads.get(i)
+            if counts:
+                per_key = sum(counts.values()) / len(counts)
+                max_per_key = max(counts.values())
         healthy = None
         if self.by_key is not None and f.kind == "partition":
             firsts, oks = self.by_key
@@ -328,6 +340,9 @@ class _Run:
             "burst_after": _r(burst),
             "success_during": _r(during_ok / during_first if during_first else None),
             "healthy_keys_success_during": _r(healthy),
+            "peak_load_during": peak,
+            "loads_per_key": _r(per_key),
+            "max_loads_per_key": max_per_key,
             "time_to_recover": _r(ttr),
             "recovered": ttr is not None and ttr <= sc.recover_within,
         }
@@ -407,6 +422,30 @@ def _budgets(pipeline: Any) -> list[Any]:
             seen.add(id(budget))
             out.append(budget)
     return out
+
+
+def _flusher(pipeline: Any) -> Any:
+    """What a ``cache_flush`` fault calls: empties every cache in ``pipeline`` at once.
+
+    `CacheAside` loses its local tier (in-flight loads still store their results, as they
+    would after a real flush); the ``cachetools-ttl`` baseline loses its entries.
+    """
+    from buttress import CacheAside
+
+    from .pipelines import NaiveTTLCache
+
+    clears = []
+    for s in pipeline.strategies:
+        if isinstance(s, CacheAside):
+            clears.append(s.local.clear)
+        elif isinstance(s, NaiveTTLCache):
+            clears.append(s.clear)
+
+    def flush() -> None:
+        for clear in clears:
+            clear()
+
+    return flush
 
 
 def run_one(scenario: Scenario, spec: PipelineSpec, seed: int) -> dict[str, Any]:

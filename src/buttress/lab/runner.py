@@ -107,6 +107,7 @@ _SCALARS = (
     "makespan",
     "server_requests",
     "first_tries",
+    "cross_zone_share",
 )
 
 
@@ -163,6 +164,9 @@ def _pipeline_summary(
                 "healthy_keys_success_during": _stats(
                     [p["healthy_keys_success_during"] for p in per]
                 ),
+                "peak_load_during": _stats([p["peak_load_during"] for p in per]),
+                "loads_per_key": _stats([p["loads_per_key"] for p in per]),
+                "max_loads_per_key": _stats([p["max_loads_per_key"] for p in per]),
                 "time_to_recover": _stats([p["time_to_recover"] for p in per]),
                 "recovered_fraction": _r(sum(1 for p in per if p["recovered"]) / len(per)),
                 "recovered_seeds": sum(1 for p in per if p["recovered"]),

@@ -27,6 +27,7 @@ __all__ = [
     "MAX_DURATION",
     "PipelineSpec",
     "Scenario",
+    "ZoneDelays",
     "load_scenario",
     "parse_scenario",
 ]
@@ -44,6 +45,10 @@ FAULT_KINDS = (
     "cache_flush",
 )
 DISTRIBUTIONS = ("constant", "exponential", "lognormal", "bimodal", "abs_normal")
+KEY_POPULARITY = ("uniform", "zipf")
+FLUSH_WINDOW = 10.0
+"""Default ``duration`` of a ``cache_flush`` fault: the seconds after the flush that its
+metrics (loads per key, peak load) cover."""
 MAX_DURATION = 86_400.0
 """Longest ``scenario.duration`` in seconds (one day of virtual time): a run keeps
 per-second counters, so an unbounded duration would exhaust memory before simulating."""
@@ -70,6 +75,30 @@ class Distribution:
 
 
 @dataclass(frozen=True)
+class ZoneDelays:
+    """One-way network delays between zones, seconds (``[dependency.zone_delay]``).
+
+    ``same``: within a zone; ``cross``: between two different zones; ``pairs``:
+    ``(from, to, seconds)`` overrides (the reverse direction uses the same delay unless it
+    is listed too).
+    """
+
+    same: float = 0.0
+    cross: float = 0.0
+    pairs: tuple[tuple[str, str, float], ...] = ()
+
+    def between(self, src: str, dst: str) -> float:
+        """One-way delay in seconds of a message from zone ``src`` to zone ``dst``."""
+        for a, b, d in self.pairs:
+            if a == src and b == dst:
+                return d
+        for a, b, d in self.pairs:
+            if a == dst and b == src:
+                return d
+        return self.same if src == dst else self.cross
+
+
+@dataclass(frozen=True)
 class DependencySpec:
     """The modelled dependency (``[dependency]``)."""
 
@@ -81,6 +110,7 @@ class DependencySpec:
     queue_order: str = "fifo"
     service: Distribution = field(default_factory=lambda: Distribution("exponential", mean=0.1))
     network: Distribution = field(default_factory=Distribution)
+    zone_delay: ZoneDelays = field(default_factory=ZoneDelays)
     keep_abandoned: bool = True
     deadline_propagation: bool = False
     rejection_cost: float = 0.0
@@ -100,6 +130,8 @@ class LoadSpec:
     requests_per_client: int = 0
     fanout: int = 1
     keys: int = 1
+    key_popularity: str = "uniform"
+    zipf_exponent: float = 1.0
     start: float = 0.0
     stop: float | None = None
 
@@ -122,6 +154,8 @@ class ClientSpec:
 
     timeout: float | None = None
     routing: str = "random"
+    zone: str | None = None
+    """The callers' zone (for ``dependency.zone_delay``); ``None``: the first zone."""
 
 
 @dataclass(frozen=True)
@@ -350,6 +384,7 @@ def _dependency(v: _V, value: Any) -> DependencySpec:
             "queue_order",
             "service",
             "network",
+            "zone_delay",
             "keep_abandoned",
             "deadline_propagation",
             "rejection_cost",
@@ -364,8 +399,14 @@ def _dependency(v: _V, value: Any) -> DependencySpec:
                 "dependency.zones", f"expected a non-empty array of strings, got {_show(z)}"
             )
         zones = tuple(z)
+    kind = v.string(t, "kind", p, "service", ("service", "occ"))
+    zone_delay = ZoneDelays()
+    if "zone_delay" in t:
+        if kind != "service":
+            raise v.fail("dependency.zone_delay", "only for kind = 'service' (replicas in zones)")
+        zone_delay = _zone_delay(v, t["zone_delay"], zones)
     return DependencySpec(
-        kind=v.string(t, "kind", p, "service", ("service", "occ")),
+        kind=kind,
         replicas=v.integer(t, "replicas", p, 1, lo=1),
         zones=zones,
         workers=v.integer(t, "workers", p, 1, lo=1),
@@ -377,10 +418,46 @@ def _dependency(v: _V, value: Any) -> DependencySpec:
         network=_distribution(v, t["network"], "dependency.network")
         if "network" in t
         else Distribution(),
+        zone_delay=zone_delay,
         keep_abandoned=v.boolean(t, "keep_abandoned", p, True),
         deadline_propagation=v.boolean(t, "deadline_propagation", p, False),
         rejection_cost=v.number(t, "rejection_cost", p, 0.0),
         throttle_retry_after=v.number(t, "throttle_retry_after", p, None),
+    )
+
+
+def _zone(v: _V, name: Any, key: str, zones: tuple[str, ...]) -> str:
+    if name not in zones:
+        raise v.fail(
+            key, f"unknown zone {name!r}; expected one of dependency.zones: {', '.join(zones)}"
+        )
+    return str(name)
+
+
+def _zone_delay(v: _V, value: Any, zones: tuple[str, ...]) -> ZoneDelays:
+    p = "dependency.zone_delay"
+    t = v.table(value, p, ("same", "cross", "pairs"))
+    pairs: list[tuple[str, str, float]] = []
+    raw = t.get("pairs", {})
+    if not isinstance(raw, dict):
+        raise v.fail(
+            f"{p}.pairs",
+            f"expected a table like {{ zone-a = {{ zone-b = 0.001 }} }}, got {_show(raw)}",
+        )
+    for src, row in raw.items():
+        key = f"{p}.pairs.{src}"
+        _zone(v, src, key, zones)
+        if not isinstance(row, dict):
+            raise v.fail(
+                key, f"expected a table of destination zone = seconds >= 0, got {_show(row)}"
+            )
+        for dst in row:
+            _zone(v, dst, f"{key}.{dst}", zones)
+            pairs.append((src, dst, v.number(row, dst, key)))
+    return ZoneDelays(
+        same=v.number(t, "same", p, 0.0),
+        cross=v.number(t, "cross", p, 0.0),
+        pairs=tuple(pairs),
     )
 
 
@@ -399,6 +476,8 @@ def _load(v: _V, value: Any, duration: float) -> LoadSpec:
             "requests_per_client",
             "fanout",
             "keys",
+            "key_popularity",
+            "zipf_exponent",
             "start",
             "stop",
         ),
@@ -438,17 +517,21 @@ def _load(v: _V, value: Any, duration: float) -> LoadSpec:
         requests_per_client=v.integer(t, "requests_per_client", p, 0, lo=0),
         fanout=v.integer(t, "fanout", p, 1, lo=1),
         keys=v.integer(t, "keys", p, 1, lo=1),
+        key_popularity=v.string(t, "key_popularity", p, "uniform", KEY_POPULARITY),
+        zipf_exponent=v.number(t, "zipf_exponent", p, 1.0, hi=10.0),
         start=v.number(t, "start", p, 0.0),
         stop=stop if stop is None else min(stop, duration),
     )
 
 
-def _client(v: _V, value: Any) -> ClientSpec:
+def _client(v: _V, value: Any, dep: DependencySpec) -> ClientSpec:
     p = "client"
-    t = v.table(value, p, ("timeout", "routing"))
+    t = v.table(value, p, ("timeout", "routing", "zone"))
+    zone = v.string(t, "zone", p, None)
     return ClientSpec(
         timeout=v.number(t, "timeout", p, None, lo_open=True),
         routing=v.string(t, "routing", p, "random", ("random", "round_robin")),
+        zone=None if zone is None else _zone(v, zone, "client.zone", dep.zones),
     )
 
 
@@ -499,16 +582,15 @@ def _fault(v: _V, value: Any, i: int, dep: DependencySpec, load: LoadSpec) -> Fa
                 f"(see load.keys), got {_show(k)}",
             )
         keys = tuple(k)
-    if kind == "cache_flush":
-        raise v.fail(
-            f"{p}.kind",
-            "'cache_flush' needs the cache-aside model, which is not available in this "
-            "version of the lab",
-        )
+    if kind == "cache_flush" and dep.kind != "service":
+        raise v.fail(f"{p}.kind", "'cache_flush' needs dependency.kind = 'service'")
+    flush = kind == "cache_flush"
     return FaultSpec(
         kind=kind,
         start=v.number(t, "start", p, required=True),
-        duration=v.number(t, "duration", p, required=True, lo_open=True),
+        duration=v.number(
+            t, "duration", p, FLUSH_WINDOW if flush else None, required=not flush, lo_open=True
+        ),
         mode=v.string(t, "mode", p, "fast", ("fast", "hang")),
         rate=v.number(t, "rate", p, 1.0, hi=1.0),
         factor=v.number(t, "factor", p, 10.0 if kind == "slow_replica" else 1.0, lo_open=True),
@@ -620,7 +702,7 @@ def parse_scenario(data: dict[str, Any], file: str = "<scenario>") -> Scenario:
     duration = v.number(s, "duration", p, required=True, lo_open=True, hi=MAX_DURATION)
     dep = _dependency(v, data.get("dependency", {}))
     load = _load(v, data.get("load", {}), duration)
-    client = _client(v, data.get("client", {}))
+    client = _client(v, data.get("client", {}), dep)
     faults_raw = data.get("faults", [])
     if not isinstance(faults_raw, list):
         raise v.fail("faults", f"expected an array of tables ([[faults]]), got {_show(faults_raw)}")
