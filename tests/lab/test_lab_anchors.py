@@ -203,6 +203,13 @@ def test_s12b_cache_flush_single_flight_loads_each_key_once_naive_stampedes() ->
     # cache and it stays collapsed (metastable)
     assert nf["peak_load_during"] > 400
     assert not nf["recovered"]
+    # single-flight + admission (a bulkhead of 20 on the loads): the database sees about
+    # its 200 loads/s and no more (SCENARIOS.md S12 b goal; 20 loads in flight with
+    # exponential 0.1 s service: 191-219 in the busiest second over seeds 0-4)
+    gated = run_one(sc, specs["buttress-cache-aside-admission"], 0)["faults"][0]
+    assert gated["peak_load_during"] <= 230
+    assert gated["max_loads_per_key"] == 1
+    assert gated["recovered"]
 
 
 def test_s10b_zone_aware_balancing_keeps_traffic_local_and_spills_on_zone_failure() -> None:

@@ -240,13 +240,14 @@ def test_real_mode_refuses_cache_flush_and_zone_delays(
     pytest.importorskip("httpx")
     path = tmp_path / "z.toml"
     path.write_text(ZONE_TOML, encoding="utf-8")
-    assert main(["lab", "run", "--real", str(path)]) == 2
+    out = str(tmp_path / "out")
+    assert main(["lab", "run", "--real", str(path), "--out", out]) == 2
     assert "dependency.zone_delay: zone delays are simulator-only" in capsys.readouterr().err
     flush = ZONE_TOML.replace("cross = 0.002", "cross = 0.0") + (
         '\n[[faults]]\nkind = "cache_flush"\nstart = 1.0\n'
     )
     path.write_text(flush, encoding="utf-8")
-    assert main(["lab", "run", "--real", str(path)]) == 2
+    assert main(["lab", "run", "--real", str(path), "--out", out]) == 2
     assert "faults[0].kind: 'cache_flush' is simulator-only" in capsys.readouterr().err
 
 
