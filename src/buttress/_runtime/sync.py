@@ -257,11 +257,15 @@ class SyncRace:
                 item: tuple[int, Any, BaseException | None] = (index, context.run(attempt), None)
             except BaseException as exc:  # reported to the waiting thread
                 item = (index, None, exc)
-            with cond:
-                self._running -= 1
-                if not self._closed:
-                    done.append(item)
-                    cond.notify_all()
+            try:
+                with cond:
+                    self._running -= 1
+                    if not self._closed:
+                        done.append(item)
+                        cond.notify_all()
+            finally:
+                # the reported exception's traceback holds this frame: no cycle through it
+                item = None  # type: ignore[assignment]
 
         with cond:
             self._running += 1

@@ -578,60 +578,72 @@ class CacheAside:
         key: str,
         entry: Entry | None,
     ) -> Any:
-        while True:
-            now = env.clock.now()
-            store = self.store
-            if store is None or not (
-                entry is None or now >= entry.recheck_at or now >= entry.fresh_until
-            ):
-                decision = decide(entry, now, self.beta, env.random)
-                if entry is not None and decision == FRESH:
-                    if env.listeners:
-                        self._hit(env, key, "local")
-                    return entry.value
-                flight, lead = self._join(self._flights, key, threading.Event)
-                if entry is not None and decision != MISS:
-                    if not lead:
-                        self._served(env, key, decision, "local")
+        try:
+            while True:
+                now = env.clock.now()
+                store = self.store
+                if store is None or not (
+                    entry is None or now >= entry.recheck_at or now >= entry.fresh_until
+                ):
+                    decision = decide(entry, now, self.beta, env.random)
+                    if entry is not None and decision == FRESH:
+                        if env.listeners:
+                            self._hit(env, key, "local")
                         return entry.value
-                    return self._sync_lead(
-                        next_step, env, fn, args, kwargs, key, entry, flight, True
-                    )
-                if env.listeners:
-                    env.emit(CacheMiss(pipeline=env.name, strategy=self.name, time=now, key=key))
-                if lead:
-                    return self._sync_lead(
-                        next_step, env, fn, args, kwargs, key, entry, flight, False
-                    )
-            else:
-                # The local copy must be (re)read from the store: only the in-process leader
-                # talks to the store; the others serve a usable local copy or wait.
-                flight, lead = self._join(self._flights, key, threading.Event)
-                if lead:
-                    try:
-                        record = self._sync_remote(env, "get", store.cache_get, self.name, key)
-                    except BaseException:
-                        self._leave(self._flights, key, flight)
-                        raise
-                    entry = self._merge_remote(env, key, record, entry, now)
-                    served, result = self._after_fetch(env, key, entry, now, flight, self._flights)
-                    if served:
-                        return result
-                    return self._sync_lead(
-                        next_step, env, fn, args, kwargs, key, entry, flight, result
-                    )
-                if entry is not None and now < entry.swr_until:
-                    self._served(env, key, FRESH if now < entry.fresh_until else STALE, "local")
-                    return entry.value
-                if env.listeners:
-                    env.emit(CacheMiss(pipeline=env.name, strategy=self.name, time=now, key=key))
-            flight.event.wait()
-            if flight.state == _DONE:
-                return flight.value
-            if flight.state == _ERROR:
-                raise cast(BaseException, flight.error)
-            # the loader was cancelled: start over (one waiter becomes the loader)
-            entry = self.local.get(key)
+                    flight, lead = self._join(self._flights, key, threading.Event)
+                    if entry is not None and decision != MISS:
+                        if not lead:
+                            self._served(env, key, decision, "local")
+                            return entry.value
+                        return self._sync_lead(
+                            next_step, env, fn, args, kwargs, key, entry, flight, True
+                        )
+                    if env.listeners:
+                        env.emit(
+                            CacheMiss(pipeline=env.name, strategy=self.name, time=now, key=key)
+                        )
+                    if lead:
+                        return self._sync_lead(
+                            next_step, env, fn, args, kwargs, key, entry, flight, False
+                        )
+                else:
+                    # The local copy must be (re)read from the store: only the in-process leader
+                    # talks to the store; the others serve a usable local copy or wait.
+                    flight, lead = self._join(self._flights, key, threading.Event)
+                    if lead:
+                        try:
+                            record = self._sync_remote(env, "get", store.cache_get, self.name, key)
+                        except BaseException:
+                            self._leave(self._flights, key, flight)
+                            raise
+                        entry = self._merge_remote(env, key, record, entry, now)
+                        served, result = self._after_fetch(
+                            env, key, entry, now, flight, self._flights
+                        )
+                        if served:
+                            return result
+                        return self._sync_lead(
+                            next_step, env, fn, args, kwargs, key, entry, flight, result
+                        )
+                    if entry is not None and now < entry.swr_until:
+                        self._served(env, key, FRESH if now < entry.fresh_until else STALE, "local")
+                        return entry.value
+                    if env.listeners:
+                        env.emit(
+                            CacheMiss(pipeline=env.name, strategy=self.name, time=now, key=key)
+                        )
+                flight.event.wait()
+                if flight.state == _DONE:
+                    return flight.value
+                if flight.state == _ERROR:
+                    raise cast(BaseException, flight.error)
+                # the loader was cancelled: start over (one waiter becomes the loader)
+                entry = self.local.get(key)
+        finally:
+            # this frame is in the traceback of a failed load, whose exception the
+            # flight keeps for the waiters: drop the frame's reference to the flight, or
+            # frame -> flight -> exception -> traceback -> frame is a reference cycle
+            flight = None  # type: ignore[assignment]
 
     def _sync_lead(
         self,
@@ -645,75 +657,83 @@ class CacheAside:
         flight: _Flight,
         early: bool,
     ) -> Any:
-        store = self.store
-        clock = env.clock
-        token = 0
-        locked = False
         try:
-            if store is not None:
-                got = self._sync_remote(
-                    env, "lock", store.cache_lock, self.name, key, self.lock_lease
-                )
-                if got is not _FAILED:
-                    locked, token, wait = got
-                    if not locked:
-                        if early and entry is not None:
-                            # another process refreshes: keep serving what we have
-                            stale = clock.now() >= entry.fresh_until
-                            self._served(env, key, STALE if stale else FRESH, "remote")
-                            flight.finish(_DONE, entry.value)
-                            return entry.value
-                        found = self._sync_wait_remote(env, key, wait)
-                        if found is not None:
-                            flight.finish(_DONE, found.value)
-                            return found.value
-            started = clock.now()
-            self.loads += 1
+            store = self.store
+            clock = env.clock
+            token = 0
+            locked = False
             try:
-                value = (
-                    next_step(fn, args, kwargs) if next_step is not invoke else fn(*args, **kwargs)
-                )
-            except Exception as exc:
-                backup = self._fallback(entry, early, clock.now())
-                if backup is None:
-                    flight.finish(_ERROR, None, exc)
-                    raise
-                if env.listeners and clock.now() >= backup.fresh_until:
-                    self._stale(env, key, "error")
-                flight.finish(_DONE, backup.value)
-                return backup.value
-            finished = clock.now()
-            delta = finished - started
-            ttl = self._ttl_of(value, env.random)
-            if ttl > 0.0:
-                self.local.put(key, self._entry(value, ttl, delta, finished, token))
                 if store is not None:
-                    payload = self._payload(key, value)
-                    if payload is not None:
-                        keep = max(self.stale_while_revalidate, self.stale_if_error)
-                        self._sync_remote(
-                            env,
-                            "set",
-                            store.cache_set,
-                            self.name,
-                            key,
-                            payload,
-                            ttl,
-                            keep,
-                            delta,
-                            token,
-                        )
-            else:
-                self.local.pop(key)
-            if env.listeners:
-                self._refreshed(env, key, early, delta)
-            flight.finish(_DONE, value)
-            return value
+                    got = self._sync_remote(
+                        env, "lock", store.cache_lock, self.name, key, self.lock_lease
+                    )
+                    if got is not _FAILED:
+                        locked, token, wait = got
+                        if not locked:
+                            if early and entry is not None:
+                                # another process refreshes: keep serving what we have
+                                stale = clock.now() >= entry.fresh_until
+                                self._served(env, key, STALE if stale else FRESH, "remote")
+                                flight.finish(_DONE, entry.value)
+                                return entry.value
+                            found = self._sync_wait_remote(env, key, wait)
+                            if found is not None:
+                                flight.finish(_DONE, found.value)
+                                return found.value
+                started = clock.now()
+                self.loads += 1
+                try:
+                    value = (
+                        next_step(fn, args, kwargs)
+                        if next_step is not invoke
+                        else fn(*args, **kwargs)
+                    )
+                except Exception as exc:
+                    backup = self._fallback(entry, early, clock.now())
+                    if backup is None:
+                        flight.finish(_ERROR, None, exc)
+                        raise
+                    if env.listeners and clock.now() >= backup.fresh_until:
+                        self._stale(env, key, "error")
+                    flight.finish(_DONE, backup.value)
+                    return backup.value
+                finished = clock.now()
+                delta = finished - started
+                ttl = self._ttl_of(value, env.random)
+                if ttl > 0.0:
+                    self.local.put(key, self._entry(value, ttl, delta, finished, token))
+                    if store is not None:
+                        payload = self._payload(key, value)
+                        if payload is not None:
+                            keep = max(self.stale_while_revalidate, self.stale_if_error)
+                            self._sync_remote(
+                                env,
+                                "set",
+                                store.cache_set,
+                                self.name,
+                                key,
+                                payload,
+                                ttl,
+                                keep,
+                                delta,
+                                token,
+                            )
+                else:
+                    self.local.pop(key)
+                if env.listeners:
+                    self._refreshed(env, key, early, delta)
+                flight.finish(_DONE, value)
+                return value
+            finally:
+                if locked:
+                    assert store is not None
+                    self._sync_remote(env, "unlock", store.cache_unlock, self.name, key, token)
+                self._leave(self._flights, key, flight)
         finally:
-            if locked:
-                assert store is not None
-                self._sync_remote(env, "unlock", store.cache_unlock, self.name, key, token)
-            self._leave(self._flights, key, flight)
+            # this frame is in the traceback of a failed load, whose exception the
+            # flight keeps for the waiters: drop the frame's reference to the flight, or
+            # frame -> flight -> exception -> traceback -> frame is a reference cycle
+            flight = None  # type: ignore[assignment]
 
     def _sync_wait_remote(self, env: Env, key: str, wait: float) -> Entry | None:
         """Poll the store while another process loads ``key``, at most ``wait`` seconds."""
@@ -779,60 +799,72 @@ class CacheAside:
         key: str,
         entry: Entry | None,
     ) -> Any:
-        rt = env.async_runtime()
-        while True:
-            now = env.clock.now()
-            store = self.store
-            if store is None or not (
-                entry is None or now >= entry.recheck_at or now >= entry.fresh_until
-            ):
-                decision = decide(entry, now, self.beta, env.random)
-                if entry is not None and decision == FRESH:
-                    if env.listeners:
-                        self._hit(env, key, "local")
-                    return entry.value
-                flight, lead = self._join(self._aflights, key, rt.new_event)
-                if entry is not None and decision != MISS:
-                    if not lead:
-                        self._served(env, key, decision, "local")
+        try:
+            rt = env.async_runtime()
+            while True:
+                now = env.clock.now()
+                store = self.store
+                if store is None or not (
+                    entry is None or now >= entry.recheck_at or now >= entry.fresh_until
+                ):
+                    decision = decide(entry, now, self.beta, env.random)
+                    if entry is not None and decision == FRESH:
+                        if env.listeners:
+                            self._hit(env, key, "local")
                         return entry.value
-                    return await self._async_lead(
-                        next_step, env, fn, args, kwargs, key, entry, flight, True
-                    )
-                if env.listeners:
-                    env.emit(CacheMiss(pipeline=env.name, strategy=self.name, time=now, key=key))
-                if lead:
-                    return await self._async_lead(
-                        next_step, env, fn, args, kwargs, key, entry, flight, False
-                    )
-            else:
-                flight, lead = self._join(self._aflights, key, rt.new_event)
-                if lead:
-                    try:
-                        record = await self._async_remote(
-                            env, "get", store.acache_get, self.name, key
+                    flight, lead = self._join(self._aflights, key, rt.new_event)
+                    if entry is not None and decision != MISS:
+                        if not lead:
+                            self._served(env, key, decision, "local")
+                            return entry.value
+                        return await self._async_lead(
+                            next_step, env, fn, args, kwargs, key, entry, flight, True
                         )
-                    except BaseException:
-                        self._leave(self._aflights, key, flight)
-                        raise
-                    entry = self._merge_remote(env, key, record, entry, now)
-                    served, result = self._after_fetch(env, key, entry, now, flight, self._aflights)
-                    if served:
-                        return result
-                    return await self._async_lead(
-                        next_step, env, fn, args, kwargs, key, entry, flight, result
-                    )
-                if entry is not None and now < entry.swr_until:
-                    self._served(env, key, FRESH if now < entry.fresh_until else STALE, "local")
-                    return entry.value
-                if env.listeners:
-                    env.emit(CacheMiss(pipeline=env.name, strategy=self.name, time=now, key=key))
-            await flight.event.wait()
-            if flight.state == _DONE:
-                return flight.value
-            if flight.state == _ERROR:
-                raise cast(BaseException, flight.error)
-            entry = self.local.get(key)
+                    if env.listeners:
+                        env.emit(
+                            CacheMiss(pipeline=env.name, strategy=self.name, time=now, key=key)
+                        )
+                    if lead:
+                        return await self._async_lead(
+                            next_step, env, fn, args, kwargs, key, entry, flight, False
+                        )
+                else:
+                    flight, lead = self._join(self._aflights, key, rt.new_event)
+                    if lead:
+                        try:
+                            record = await self._async_remote(
+                                env, "get", store.acache_get, self.name, key
+                            )
+                        except BaseException:
+                            self._leave(self._aflights, key, flight)
+                            raise
+                        entry = self._merge_remote(env, key, record, entry, now)
+                        served, result = self._after_fetch(
+                            env, key, entry, now, flight, self._aflights
+                        )
+                        if served:
+                            return result
+                        return await self._async_lead(
+                            next_step, env, fn, args, kwargs, key, entry, flight, result
+                        )
+                    if entry is not None and now < entry.swr_until:
+                        self._served(env, key, FRESH if now < entry.fresh_until else STALE, "local")
+                        return entry.value
+                    if env.listeners:
+                        env.emit(
+                            CacheMiss(pipeline=env.name, strategy=self.name, time=now, key=key)
+                        )
+                await flight.event.wait()
+                if flight.state == _DONE:
+                    return flight.value
+                if flight.state == _ERROR:
+                    raise cast(BaseException, flight.error)
+                entry = self.local.get(key)
+        finally:
+            # this frame is in the traceback of a failed load, whose exception the
+            # flight keeps for the waiters: drop the frame's reference to the flight, or
+            # frame -> flight -> exception -> traceback -> frame is a reference cycle
+            flight = None  # type: ignore[assignment]
 
     async def _async_lead(
         self,
@@ -846,75 +878,83 @@ class CacheAside:
         flight: _Flight,
         early: bool,
     ) -> Any:
-        store = self.store
-        clock = env.clock
-        token = 0
-        locked = False
         try:
-            if store is not None:
-                got = await self._async_remote(
-                    env, "lock", store.acache_lock, self.name, key, self.lock_lease
-                )
-                if got is not _FAILED:
-                    locked, token, wait = got
-                    if not locked:
-                        if early and entry is not None:
-                            stale = clock.now() >= entry.fresh_until
-                            self._served(env, key, STALE if stale else FRESH, "remote")
-                            flight.finish(_DONE, entry.value)
-                            return entry.value
-                        found = await self._async_wait_remote(env, key, wait)
-                        if found is not None:
-                            flight.finish(_DONE, found.value)
-                            return found.value
-            started = clock.now()
-            self.loads += 1
+            store = self.store
+            clock = env.clock
+            token = 0
+            locked = False
             try:
-                if next_step is ainvoke:
-                    value = await fn(*args, **kwargs)
-                else:
-                    value = await next_step(fn, args, kwargs)
-            except Exception as exc:
-                backup = self._fallback(entry, early, clock.now())
-                if backup is None:
-                    flight.finish(_ERROR, None, exc)
-                    raise
-                if env.listeners and clock.now() >= backup.fresh_until:
-                    self._stale(env, key, "error")
-                flight.finish(_DONE, backup.value)
-                return backup.value
-            finished = clock.now()
-            delta = finished - started
-            ttl = self._ttl_of(value, env.random)
-            if ttl > 0.0:
-                self.local.put(key, self._entry(value, ttl, delta, finished, token))
                 if store is not None:
-                    payload = self._payload(key, value)
-                    if payload is not None:
-                        keep = max(self.stale_while_revalidate, self.stale_if_error)
-                        await self._async_remote(
-                            env,
-                            "set",
-                            store.acache_set,
-                            self.name,
-                            key,
-                            payload,
-                            ttl,
-                            keep,
-                            delta,
-                            token,
-                        )
-            else:
-                self.local.pop(key)
-            if env.listeners:
-                self._refreshed(env, key, early, delta)
-            flight.finish(_DONE, value)
-            return value
+                    got = await self._async_remote(
+                        env, "lock", store.acache_lock, self.name, key, self.lock_lease
+                    )
+                    if got is not _FAILED:
+                        locked, token, wait = got
+                        if not locked:
+                            if early and entry is not None:
+                                stale = clock.now() >= entry.fresh_until
+                                self._served(env, key, STALE if stale else FRESH, "remote")
+                                flight.finish(_DONE, entry.value)
+                                return entry.value
+                            found = await self._async_wait_remote(env, key, wait)
+                            if found is not None:
+                                flight.finish(_DONE, found.value)
+                                return found.value
+                started = clock.now()
+                self.loads += 1
+                try:
+                    if next_step is ainvoke:
+                        value = await fn(*args, **kwargs)
+                    else:
+                        value = await next_step(fn, args, kwargs)
+                except Exception as exc:
+                    backup = self._fallback(entry, early, clock.now())
+                    if backup is None:
+                        flight.finish(_ERROR, None, exc)
+                        raise
+                    if env.listeners and clock.now() >= backup.fresh_until:
+                        self._stale(env, key, "error")
+                    flight.finish(_DONE, backup.value)
+                    return backup.value
+                finished = clock.now()
+                delta = finished - started
+                ttl = self._ttl_of(value, env.random)
+                if ttl > 0.0:
+                    self.local.put(key, self._entry(value, ttl, delta, finished, token))
+                    if store is not None:
+                        payload = self._payload(key, value)
+                        if payload is not None:
+                            keep = max(self.stale_while_revalidate, self.stale_if_error)
+                            await self._async_remote(
+                                env,
+                                "set",
+                                store.acache_set,
+                                self.name,
+                                key,
+                                payload,
+                                ttl,
+                                keep,
+                                delta,
+                                token,
+                            )
+                else:
+                    self.local.pop(key)
+                if env.listeners:
+                    self._refreshed(env, key, early, delta)
+                flight.finish(_DONE, value)
+                return value
+            finally:
+                if locked:
+                    assert store is not None
+                    await self._async_remote(
+                        env, "unlock", store.acache_unlock, self.name, key, token
+                    )
+                self._leave(self._aflights, key, flight)
         finally:
-            if locked:
-                assert store is not None
-                await self._async_remote(env, "unlock", store.acache_unlock, self.name, key, token)
-            self._leave(self._aflights, key, flight)
+            # this frame is in the traceback of a failed load, whose exception the
+            # flight keeps for the waiters: drop the frame's reference to the flight, or
+            # frame -> flight -> exception -> traceback -> frame is a reference cycle
+            flight = None  # type: ignore[assignment]
 
     async def _async_wait_remote(self, env: Env, key: str, wait: float) -> Entry | None:
         assert self.store is not None

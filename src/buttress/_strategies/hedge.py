@@ -228,7 +228,12 @@ class Hedge:
                     call.fail(exc)
                 finally:
                     call.abandon()
-            return call.finish()
+            try:
+                return call.finish()
+            finally:
+                # a failed call's exception has this frame in its traceback, and the call
+                # object holds that exception: no frame -> call -> exception -> frame cycle
+                call = None  # type: ignore[assignment]
 
         return hedge_step
 
@@ -260,7 +265,12 @@ class Hedge:
                             call.on_finished(item)
                 except Exception as exc:  # a raising predicate or budget: the call's outcome
                     call.fail(exc)
-            return call.finish()
+            try:
+                return call.finish()
+            finally:
+                # a failed call's exception has this frame in its traceback, and the call
+                # object holds that exception: no frame -> call -> exception -> frame cycle
+                call = None  # type: ignore[assignment]
 
         return hedge_step
 
@@ -451,7 +461,7 @@ class _Call:
                     delay.tracker.record(now, now - start)
         winner = self.winner
         assert winner is not None
-        self.winner = None
+        self.winner = self.primary = None  # the call object keeps no outcome (no cycles)
         index, value, error = winner
         budget = spec.budget
         accepted = not self.all_failed and error is None
@@ -473,5 +483,8 @@ class _Call:
                     f"buttress: Hedge {spec.name!r}: all {len(self.records)} attempt(s) failed; "
                     "this is the primary attempt's exception"
                 )
-            raise error
+            try:
+                raise error
+            finally:
+                error = winner = None  # no frame -> exception -> traceback -> frame cycle
         return value

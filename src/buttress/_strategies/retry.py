@@ -314,37 +314,208 @@ class Retry:
         result: Any,
         decision: float | bool,
     ) -> Any:
+        if env.listeners:
+            return self._slow_sync_events(
+                env, next_step, fn, args, kwargs, start, exc, result, decision
+            )
+        # The lean loop (no listeners): attempt bookkeeping in locals, one `_plan` call
+        # per retry. Measured against the `_Attempts` loop below: about 1 us less per
+        # logical call on the bench's failure path (fails twice, zero wait; Python 3.11).
+        record = CURRENT.get()
+        if record is not None and len(record) <= ATTEMPT:
+            record.append(1)
+        budget = self.budget
+        if budget is not None and budget.on_first_failure is not None:
+            budget.on_first_failure()
+        handle = self.handle
+        decide_exc = handle.exception
+        decide_result = handle.result if handle.checks_results else None
+        direct = next_step is invoke
+        attempts = self.attempts
+        delay_of = self.backoff.delay
+        rng = env.random
+        # no budget, no max_elapsed: a plain handled failure needs no clock read either
+        simple = budget is None and self.max_elapsed is None
+        attempt = 1
+        last_delay = waited = 0.0
+        try:
+            while True:
+                if attempt >= attempts:
+                    return _give_up(self, env, exc, result, attempt, waited, "attempts")
+                if (
+                    simple
+                    and decision is True
+                    and (record is None or record[DEADLINE] is None)
+                    and not isinstance(exc, RejectedError)
+                ):
+                    delay = delay_of(attempt, last_delay, rng)
+                    if not delay >= 0.0:  # NaN or negative from a custom schedule
+                        delay = 0.0
+                else:
+                    plan = _plan(self, env, attempt, last_delay, exc, decision, record, start)
+                    if plan.__class__ is str:
+                        return _give_up(self, env, exc, result, attempt, waited, plan)
+                    delay = plan  # type: ignore[assignment]
+                if delay > 0.0:
+                    env.sync_runtime().sleep(delay)
+                    waited += delay
+                last_delay = delay
+                attempt += 1
+                if record is not None:
+                    record[ATTEMPT] = attempt
+                try:
+                    result = fn(*args, **kwargs) if direct else next_step(fn, args, kwargs)
+                except Exception as e:
+                    decision = decide_exc(e)
+                    if decision is False:
+                        raise
+                    exc, result = e, None
+                    continue
+                if decide_result is not None:
+                    decision = decide_result(result)
+                    if decision is not False:
+                        exc = None
+                        continue
+                if budget is not None:
+                    budget.record_retry_success(timeout=isinstance(exc, TimeoutError))
+                return result
+        finally:
+            # a frame holding its own exception (via the traceback) is a reference
+            # cycle only the garbage collector frees: drop it on every way out
+            exc = None
+
+    async def _slow_async(
+        self,
+        env: Env,
+        next_step: AsyncStep,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        start: float | None,
+        exc: Exception | None,
+        result: Any,
+        decision: float | bool,
+    ) -> Any:
+        if env.listeners:
+            return await self._slow_async_events(
+                env, next_step, fn, args, kwargs, start, exc, result, decision
+            )
+        # the async twin of the lean loop in `_slow_sync` (only the sleep differs)
+        record = CURRENT.get()
+        if record is not None and len(record) <= ATTEMPT:
+            record.append(1)
+        budget = self.budget
+        if budget is not None and budget.on_first_failure is not None:
+            budget.on_first_failure()
+        handle = self.handle
+        decide_exc = handle.exception
+        decide_result = handle.result if handle.checks_results else None
+        direct = next_step is ainvoke
+        attempts = self.attempts
+        delay_of = self.backoff.delay
+        rng = env.random
+        simple = budget is None and self.max_elapsed is None
+        runtime: Any = None
+        attempt = 1
+        last_delay = waited = 0.0
+        try:
+            while True:
+                if attempt >= attempts:
+                    return _give_up(self, env, exc, result, attempt, waited, "attempts")
+                if (
+                    simple
+                    and decision is True
+                    and (record is None or record[DEADLINE] is None)
+                    and not isinstance(exc, RejectedError)
+                ):
+                    delay = delay_of(attempt, last_delay, rng)
+                    if not delay >= 0.0:  # NaN or negative from a custom schedule
+                        delay = 0.0
+                else:
+                    plan = _plan(self, env, attempt, last_delay, exc, decision, record, start)
+                    if plan.__class__ is str:
+                        return _give_up(self, env, exc, result, attempt, waited, plan)
+                    delay = plan  # type: ignore[assignment]
+                if delay > 0.0:
+                    if runtime is None:
+                        runtime = env.async_runtime()
+                    await runtime.sleep(delay)
+                    waited += delay
+                last_delay = delay
+                attempt += 1
+                if record is not None:
+                    record[ATTEMPT] = attempt
+                try:
+                    result = await (fn(*args, **kwargs) if direct else next_step(fn, args, kwargs))
+                except Exception as e:
+                    decision = decide_exc(e)
+                    if decision is False:
+                        raise
+                    exc, result = e, None
+                    continue
+                if decide_result is not None:
+                    decision = decide_result(result)
+                    if decision is not False:
+                        exc = None
+                        continue
+                if budget is not None:
+                    budget.record_retry_success(timeout=isinstance(exc, TimeoutError))
+                return result
+        finally:
+            # a frame holding its own exception (via the traceback) is a reference
+            # cycle only the garbage collector frees: drop it on every way out
+            exc = None
+
+    def _slow_sync_events(
+        self,
+        env: Env,
+        next_step: SyncStep,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        start: float | None,
+        exc: Exception | None,
+        result: Any,
+        decision: float | bool,
+    ) -> Any:
         state = _Attempts(self, env, start)
         state.failed(exc, result, first=True)
         direct = next_step is invoke
         decide_exc = self.handle.exception
-        while True:
-            delay = state.next_delay(exc, decision)
-            if delay is None:
-                return state.give_up(exc, result)
-            if delay > 0.0:
-                env.sync_runtime().sleep(delay)
-            state.begin_attempt()
-            try:
-                result = fn(*args, **kwargs) if direct else next_step(fn, args, kwargs)
-            except Exception as e:
-                decision = decide_exc(e)
-                if decision is False:
-                    state.end_attempt("unhandled", e)
-                    raise
-                exc, result = e, None
-                state.failed(exc, None)
-                continue
-            if self.handle.checks_results:
-                decision = self.handle.result(result)
-                if decision is not False:
-                    exc = None
-                    state.failed(None, result)
+        try:
+            while True:
+                delay = state.next_delay(exc, decision)
+                if delay is None:
+                    return _give_up(
+                        self, env, exc, result, state.attempt, state.waited, state.reason
+                    )
+                if delay > 0.0:
+                    env.sync_runtime().sleep(delay)
+                state.begin_attempt()
+                try:
+                    result = fn(*args, **kwargs) if direct else next_step(fn, args, kwargs)
+                except Exception as e:
+                    decision = decide_exc(e)
+                    if decision is False:
+                        state.end_attempt("unhandled", e)
+                        raise
+                    exc, result = e, None
+                    state.failed(exc, None)
                     continue
-            state.succeeded(exc)
-            return result
+                if self.handle.checks_results:
+                    decision = self.handle.result(result)
+                    if decision is not False:
+                        exc = None
+                        state.failed(None, result)
+                        continue
+                state.succeeded(exc)
+                return result
+        finally:
+            # a frame holding its own exception (via the traceback) is a reference
+            # cycle only the garbage collector frees: drop it on every way out
+            exc = None
 
-    async def _slow_async(
+    async def _slow_async_events(
         self,
         env: Env,
         next_step: AsyncStep,
@@ -361,33 +532,40 @@ class Retry:
         runtime: Any = None
         direct = next_step is ainvoke
         decide_exc = self.handle.exception
-        while True:
-            delay = state.next_delay(exc, decision)
-            if delay is None:
-                return state.give_up(exc, result)
-            if delay > 0.0:
-                if runtime is None:
-                    runtime = env.async_runtime()
-                await runtime.sleep(delay)
-            state.begin_attempt()
-            try:
-                result = await (fn(*args, **kwargs) if direct else next_step(fn, args, kwargs))
-            except Exception as e:
-                decision = decide_exc(e)
-                if decision is False:
-                    state.end_attempt("unhandled", e)
-                    raise
-                exc, result = e, None
-                state.failed(exc, None)
-                continue
-            if self.handle.checks_results:
-                decision = self.handle.result(result)
-                if decision is not False:
-                    exc = None
-                    state.failed(None, result)
+        try:
+            while True:
+                delay = state.next_delay(exc, decision)
+                if delay is None:
+                    return _give_up(
+                        self, env, exc, result, state.attempt, state.waited, state.reason
+                    )
+                if delay > 0.0:
+                    if runtime is None:
+                        runtime = env.async_runtime()
+                    await runtime.sleep(delay)
+                state.begin_attempt()
+                try:
+                    result = await (fn(*args, **kwargs) if direct else next_step(fn, args, kwargs))
+                except Exception as e:
+                    decision = decide_exc(e)
+                    if decision is False:
+                        state.end_attempt("unhandled", e)
+                        raise
+                    exc, result = e, None
+                    state.failed(exc, None)
                     continue
-            state.succeeded(exc)
-            return result
+                if self.handle.checks_results:
+                    decision = self.handle.result(result)
+                    if decision is not False:
+                        exc = None
+                        state.failed(None, result)
+                        continue
+                state.succeeded(exc)
+                return result
+        finally:
+            # a frame holding its own exception (via the traceback) is a reference
+            # cycle only the garbage collector frees: drop it on every way out
+            exc = None
 
 
 def _read_budget(budget: RetryBudget, now: float) -> list[tuple[str, float, dict[str, str]]]:
@@ -477,93 +655,132 @@ class _Attempts:
         """Delay before the next attempt, or ``None`` to give up (sets ``reason``)."""
         spec = self.spec
         env = self.env
-        if self.attempt >= spec.attempts:
-            self.reason = "attempts"
-            return None
-        server: float | None = None if decision is True else float(decision)
-        if isinstance(exc, RejectedError) and exc.retry_after is not None:
-            server = exc.retry_after if server is None else max(server, exc.retry_after)
-        delay = spec.backoff.delay(self.attempt, self.last_delay, env.random)
-        if not delay >= 0.0:  # NaN or negative from a custom schedule
-            delay = 0.0
-        if server is not None and server > delay:
-            delay = server
-        record = self.record
-        deadline = record[DEADLINE] if record is not None else None
-        budget = spec.budget
-        # read the clock only when a limit, the budget or an event needs it
-        if spec.max_elapsed is None and deadline is None and budget is None and not env.listeners:
-            self.last_delay = delay
-            self.waited += delay
-            return delay
-        now = env.clock.now()
-        if spec.max_elapsed is not None and (now - self.start) + delay > spec.max_elapsed:
-            self.reason = "max_elapsed"
-            return None
-        if deadline is not None and now + delay >= deadline:
-            self.reason = "deadline"
-            return None
-        if budget is not None:
-            timeout = isinstance(exc, TimeoutError)
-            if not budget.try_withdraw(now, timeout=timeout):
-                self.reason = "budget"
-                if env.listeners:
-                    env.emit(
-                        RetryBudgetExhausted(
-                            pipeline=env.name,
-                            strategy=spec.name,
-                            time=now,
-                            attempt=self.attempt + 1,
-                            budget=budget.name,
-                        )
+        plan = _plan(
+            spec, env, self.attempt, self.last_delay, exc, decision, self.record, self.start
+        )
+        if plan.__class__ is str:
+            self.reason = plan
+            if plan == "budget" and env.listeners and spec.budget is not None:
+                env.emit(
+                    RetryBudgetExhausted(
+                        pipeline=env.name,
+                        strategy=spec.name,
+                        time=env.clock.now(),
+                        attempt=self.attempt + 1,
+                        budget=spec.budget.name,
                     )
-                return None
-            self.last_was_timeout = timeout
+                )
+            return None
+        delay: float = plan  # type: ignore[assignment]
+        if spec.budget is not None:
+            self.last_was_timeout = isinstance(exc, TimeoutError)
         if env.listeners:
             env.emit(
                 RetryScheduled(
                     pipeline=env.name,
                     strategy=spec.name,
-                    time=now,
+                    time=env.clock.now(),
                     attempt=self.attempt,
                     delay=delay,
                     error_type=_error_type(exc),
-                    server_delay=server,
+                    server_delay=_server_delay(exc, decision),
                 )
             )
         self.last_delay = delay
         self.waited += delay
         return delay
 
-    def give_up(self, exc: Exception | None, result: Any) -> Any:
-        env = self.env
-        spec = self.spec
-        if env.listeners:
-            env.emit(
-                RetryGaveUp(
-                    pipeline=env.name,
-                    strategy=spec.name,
-                    time=env.clock.now(),
-                    attempts=self.attempt,
-                    waited=self.waited,
-                    reason=self.reason,
-                    error_type=_error_type(exc),
-                )
+
+def _server_delay(exc: Exception | None, decision: float | bool) -> float | None:
+    """The server-directed floor: a delay from the predicate and/or ``retry_after``."""
+    server: float | None = None if decision is True else float(decision)
+    if isinstance(exc, RejectedError) and exc.retry_after is not None:
+        server = exc.retry_after if server is None else max(server, exc.retry_after)
+    return server
+
+
+def _plan(
+    spec: Retry,
+    env: Env,
+    attempt: int,
+    last_delay: float,
+    exc: Exception | None,
+    decision: float | bool,
+    record: Record | None,
+    start: float | None,
+) -> float | str:
+    """The delay before attempt ``attempt + 1``, or why to stop instead (a reason string:
+    ``"attempts"``, ``"max_elapsed"``, ``"deadline"`` or ``"budget"``).
+
+    Withdraws from the budget when it allows the retry. Reads the clock only when a limit
+    or the budget needs it. Shared by both retry loops (lean and with events).
+    """
+    if attempt >= spec.attempts:
+        return "attempts"
+    delay = spec.backoff.delay(attempt, last_delay, env.random)
+    if not delay >= 0.0:  # NaN or negative from a custom schedule
+        delay = 0.0
+    if decision is not True or isinstance(exc, RejectedError):
+        server = _server_delay(exc, decision)
+        if server is not None and server > delay:
+            delay = server
+    deadline = record[DEADLINE] if record is not None else None
+    budget = spec.budget
+    max_elapsed = spec.max_elapsed
+    if max_elapsed is None and deadline is None and budget is None:
+        return delay
+    now = env.clock.now()
+    if max_elapsed is not None and (now - (start or 0.0)) + delay > max_elapsed:
+        return "max_elapsed"
+    if deadline is not None and now + delay >= deadline:
+        return "deadline"
+    if budget is not None and not budget.try_withdraw(now, timeout=isinstance(exc, TimeoutError)):
+        return "budget"
+    return delay
+
+
+_WHY = {
+    "attempts": "attempt limit ({attempts}) reached",
+    "max_elapsed": "the next wait would pass max_elapsed={max_elapsed}s",
+    "deadline": "the next wait would pass the deadline",
+    "budget": "retry budget exhausted",
+}
+
+
+def _give_up(
+    spec: Retry,
+    env: Env,
+    exc: Exception | None,
+    result: Any,
+    attempt: int,
+    waited: float,
+    reason: str,
+) -> Any:
+    """Stop retrying: return the last result, or re-raise the last exception with a note."""
+    if env.listeners:
+        env.emit(
+            RetryGaveUp(
+                pipeline=env.name,
+                strategy=spec.name,
+                time=env.clock.now(),
+                attempts=attempt,
+                waited=waited,
+                reason=reason,
+                error_type=_error_type(exc),
             )
-        if exc is None:
-            return result
-        why = {
-            "attempts": f"attempt limit ({spec.attempts}) reached",
-            "max_elapsed": f"the next wait would pass max_elapsed={spec.max_elapsed}s",
-            "deadline": "the next wait would pass the deadline",
-            "budget": "retry budget exhausted",
-        }[self.reason]
-        note = (
-            f"buttress: Retry {spec.name!r} gave up after {self.attempt} attempt(s), "
-            f"{self.waited:.3f}s waiting: {why}"
         )
-        # one exception object can reach many callers (single-flight waiters share the
-        # leader's): never pile up identical notes on it
-        if note not in getattr(exc, "__notes__", ()):
-            exc.add_note(note)
+    if exc is None:
+        return result
+    why = _WHY[reason].format(attempts=spec.attempts, max_elapsed=spec.max_elapsed)
+    note = (
+        f"buttress: Retry {spec.name!r} gave up after {attempt} attempt(s), "
+        f"{waited:.3f}s waiting: {why}"
+    )
+    # one exception object can reach many callers (single-flight waiters share the
+    # leader's): never pile up identical notes on it
+    if note not in getattr(exc, "__notes__", ()):
+        exc.add_note(note)
+    try:
         raise exc
+    finally:
+        exc = None  # no frame -> exception -> traceback -> frame cycle
