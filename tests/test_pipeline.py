@@ -10,9 +10,13 @@ from typing import Any
 import pytest
 
 from buttress import (
+    Bulkhead,
+    CircuitBreaker,
+    CircuitOpenError,
     ConfigurationError,
     Key,
     Pipeline,
+    RateLimiter,
     Retry,
     Timeout,
     add_listener,
@@ -256,3 +260,142 @@ def test_logging_listener_structured_fields(caplog: pytest.LogCaptureFixture) ->
 def test_repr_mentions_strategies() -> None:
     text = repr(Pipeline(Retry(on=OSError), Timeout(1.0), name="x"))
     assert "Retry(" in text and "Timeout(" in text and "name='x'" in text
+
+
+# -- admission-only pipelines publish no context ----------------------------------------------
+
+
+def admission_pipelines() -> list[Pipeline]:
+    return [
+        Pipeline(CircuitBreaker(), name="cb"),
+        Pipeline(Bulkhead(max_concurrent=4), name="bh"),
+        Pipeline(RateLimiter(rate=1e6, burst=1e6), name="rl"),
+        Pipeline(CircuitBreaker(), Bulkhead(max_concurrent=4), RateLimiter(1e6, 1e6), name="all"),
+    ]
+
+
+def test_publishes_context_is_decided_by_the_strategies() -> None:
+    assert all(not p.publishes_context for p in admission_pipelines())
+    assert Pipeline(name="named only").publishes_context
+    assert Pipeline(CircuitBreaker(), Retry(on=ValueError)).publishes_context
+    assert Pipeline(Timeout(1.0), Bulkhead(max_concurrent=1)).publishes_context
+    # a key= or cost function reads the context: that pipeline needs its own
+    assert Pipeline(CircuitBreaker(key=lambda ctx: ctx.operation_key)).publishes_context
+    assert Pipeline(Bulkhead(max_concurrent=1, key=lambda ctx: 1)).publishes_context
+    assert Pipeline(RateLimiter(1.0, 1.0, key=lambda ctx: 1)).publishes_context
+    assert Pipeline(RateLimiter(1.0, 1.0, cost=lambda ctx: 1.0)).publishes_context
+
+    class Unknown:
+        def build_sync(self, next_step: Any, env: Any) -> Any:
+            return next_step
+
+        def build_async(self, next_step: Any, env: Any) -> Any:
+            return next_step
+
+    assert Pipeline(Unknown()).publishes_context  # unknown strategies are assumed to need one
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_admission_pipeline_is_transparent_for_the_context(index: int) -> None:
+    pipeline = admission_pipelines()[index]
+    # at top level: no operation, so no context (all three entry points)
+    assert pipeline.call(current_context) is None
+    assert pipeline(current_context)() is None
+    # nested: the enclosing operation's context itself
+    outer = Pipeline(name="outer")
+
+    def inside() -> tuple[Any, Any]:
+        return current_context(), pipeline.call(current_context)
+
+    mine, seen = outer.call(inside)
+    assert seen is mine and seen.operation_key == "outer"
+
+
+async def test_async_admission_pipeline_is_transparent_for_the_context() -> None:
+    pipeline = Pipeline(CircuitBreaker(), Bulkhead(max_concurrent=2), name="adm")
+
+    async def read() -> Any:
+        return current_context()
+
+    assert await pipeline.acall(read) is None
+    assert await pipeline(read)() is None
+    with scope(operation_key="request", idempotency_key="k-1"):
+        ctx = await pipeline.acall(read)
+    assert ctx is not None and ctx.operation_key == "request" and ctx.idempotency_key == "k-1"
+
+
+def test_deadline_and_attempt_pass_through_an_admission_pipeline(clock: ManualClock) -> None:
+    inner = Pipeline(CircuitBreaker(), clock=clock)
+    calls = [0]
+
+    def flaky() -> tuple[int, float | None]:
+        calls[0] += 1
+        if calls[0] == 1:
+            raise ConnectionError
+        ctx = current_context()
+        assert ctx is not None
+        return ctx.attempt, ctx.remaining()
+
+    outer = Pipeline(
+        Timeout(5.0), Retry(on=ConnectionError, backoff=backoff.none()), clock=clock, name="o"
+    )
+    assert outer.call(lambda: inner.call(flaky)) == (2, 5.0)
+
+
+def test_fused_admission_decorator_keeps_breaker_semantics(clock: ManualClock) -> None:
+    breaker = CircuitBreaker(
+        on=ValueError, consecutive_failures=2, failure_ratio=None, break_duration=10.0
+    )
+    pipeline = Pipeline(breaker, clock=clock)
+    recorder = RecordingListener()
+
+    class Service:
+        def __init__(self) -> None:
+            self.fail = True
+
+        @pipeline
+        def get(self, n: int, *, scale: int = 1) -> int:
+            if self.fail:
+                raise ValueError(n)
+            return n * scale
+
+    service = Service()
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            service.get(1)
+    assert breaker.state == "open"
+    with pytest.raises(CircuitOpenError) as info:
+        service.get(1)
+    assert info.value.retry_after == 10.0
+    clock.advance(10.0)
+    service.fail = False
+    add_listener(recorder)  # with a listener, the generic path (call telemetry) serves
+    try:
+        assert service.get(3, scale=2) == 6  # the half-open trial, through the generic path
+    finally:
+        remove_listener(recorder)
+    assert breaker.state == "closed"
+    assert recorder.kinds()[0] == "pipeline.started"
+    assert recorder.kinds()[-1] == "pipeline.completed"
+    assert Service.get.__name__ == "get"
+
+
+async def test_fused_admission_decorator_async(clock: ManualClock) -> None:
+    breaker = CircuitBreaker(on=ValueError, consecutive_failures=1, failure_ratio=None)
+    pipeline = Pipeline(breaker, clock=clock)
+    fail = [True]
+
+    @pipeline
+    async def get(n: int) -> int:
+        if fail[0]:
+            raise ValueError(n)
+        return n
+
+    with pytest.raises(ValueError):
+        await get(1)
+    with pytest.raises(CircuitOpenError):
+        await get(1)
+    clock.advance(60.0)  # past the default break duration
+    fail[0] = False
+    assert await get(7) == 7
+    assert breaker.state == "closed"

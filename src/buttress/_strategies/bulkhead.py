@@ -154,6 +154,16 @@ class Bulkhead:
     def _new_pool(self, key: Hashable) -> SlotPool:
         return SlotPool(self.max_concurrent, self.max_queued)
 
+    @property
+    def _needs_context(self) -> bool:
+        """Whether calls need an execution record of their own.
+
+        Private protocol with `Pipeline`: only when a ``key=`` function reads the context.
+        Admission alone never does, so a pipeline made only of admission strategies
+        publishes no Context (see `Pipeline`).
+        """
+        return self.key is not None
+
     def __repr__(self) -> str:
         return (
             f"Bulkhead({self.max_concurrent}, max_queued={self.max_queued}, "

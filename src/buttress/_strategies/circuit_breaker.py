@@ -228,6 +228,16 @@ class CircuitBreaker:
             cell.transition("isolate", self._clock.now())
         return cell
 
+    @property
+    def _needs_context(self) -> bool:
+        """Whether calls need an execution record of their own.
+
+        Private protocol with `Pipeline`: only when a ``key=`` function reads the context.
+        Admission alone never does, so a pipeline made only of admission strategies
+        publishes no Context (see `Pipeline`).
+        """
+        return self.key is not None
+
     def __repr__(self) -> str:
         return (
             f"CircuitBreaker(on={self.handle.source!r}, policy={self.policy!r}, "
@@ -556,6 +566,100 @@ class CircuitBreaker:
             return admit(env, next_step, fn, args, kwargs, cell, key)
 
         return breaker_step_store
+
+    def _fusable(self, publish: bool) -> bool:
+        """Whether the decorator may fuse with this breaker (see `_bind_sync`)."""
+        policy = self.policy
+        return not (
+            publish
+            or not self.local
+            or self._cell is None
+            or policy.slow_call_duration is not None
+            or policy.window_duration is not None
+            or self.handle.checks_results
+        )
+
+    def _bind_sync(
+        self,
+        fn: Callable[..., Any],
+        next_step: SyncStep,
+        env: Env,
+        generic: Callable[[tuple[Any, ...], dict[str, Any]], Any],
+        publish: bool = True,
+    ) -> Callable[..., Any] | None:
+        """The decorator form of the specialised `build_sync` step, when outermost.
+
+        Private protocol with `Pipeline.__call__` (as `Retry._bind_sync`): the returned
+        function *is* the decorated function, one Python frame less per call. Only when the
+        pipeline publishes no Context (``publish`` false: admission strategies only) and
+        for the common case (in-memory, one breaker, a count window, no slow-call or result
+        checks); ``None`` otherwise, and the generic path serves. With listeners installed
+        it defers to ``generic`` (which adds call telemetry).
+        """
+        if not self._fusable(publish):
+            return None
+        cell: Any = self._cell
+        count = cell.count_success
+        decide_exc = self.handle.exception
+        recorded = self._recorded
+        admit = self._admit_sync
+        now = env.clock.now
+        direct = next_step is invoke
+
+        def bound(*args: Any, **kwargs: Any) -> Any:
+            if env.listeners:
+                return generic(args, kwargs)
+            gen = cell.closed_gen
+            if gen < 0:
+                return admit(env, next_step, fn, args, kwargs, cell, None)
+            try:
+                result = fn(*args, **kwargs) if direct else next_step(fn, args, kwargs)
+            except Exception as exc:
+                if decide_exc(exc) is not False:
+                    recorded(env, None, cell, gen, True, None, now())
+                raise
+            if cell.closed_gen == gen:
+                count()
+            return result
+
+        return bound
+
+    def _bind_async(
+        self,
+        fn: Callable[..., Any],
+        next_step: AsyncStep,
+        env: Env,
+        generic: Callable[[tuple[Any, ...], dict[str, Any]], Any],
+        publish: bool = True,
+    ) -> Callable[..., Any] | None:
+        """The async twin of `_bind_sync` (same conditions)."""
+        if not self._fusable(publish):
+            return None
+        cell: Any = self._cell
+        count = cell.count_success
+        decide_exc = self.handle.exception
+        recorded = self._recorded
+        admit = self._admit_async
+        now = env.clock.now
+        direct = next_step is ainvoke
+
+        async def bound(*args: Any, **kwargs: Any) -> Any:
+            if env.listeners:
+                return await generic(args, kwargs)
+            gen = cell.closed_gen
+            if gen < 0:
+                return await admit(env, next_step, fn, args, kwargs, cell, None)
+            try:
+                result = await (fn(*args, **kwargs) if direct else next_step(fn, args, kwargs))
+            except Exception as exc:
+                if decide_exc(exc) is not False:
+                    recorded(env, None, cell, gen, True, None, now())
+                raise
+            if cell.closed_gen == gen:
+                count()
+            return result
+
+        return bound
 
     def build_async(self, next_step: AsyncStep, env: Env) -> AsyncStep:
         self._bind(env)

@@ -154,6 +154,17 @@ class RateLimiter:
         self._table = GcraTable(self.max_keys) if key is not None else None
         self._guard = StoreGuard(store, name, fail_open=fail_open) if store is not None else None
 
+    @property
+    def _needs_context(self) -> bool:
+        """Whether calls need an execution record of their own.
+
+        Private protocol with `Pipeline`: only when ``key=`` or a ``cost`` function
+        reads the context.
+        Admission alone never does, so a pipeline made only of admission strategies
+        publishes no Context (see `Pipeline`).
+        """
+        return self.key is not None or self._cost_fn is not None
+
     def __repr__(self) -> str:
         return (
             f"RateLimiter({self.rate!r}, {self.burst!r}, max_wait={self.max_wait!r}, "

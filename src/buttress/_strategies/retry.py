@@ -198,6 +198,7 @@ class Retry:
         next_step: SyncStep,
         env: Env,
         generic: Callable[[tuple[Any, ...], dict[str, Any]], Any],
+        publish: bool = True,  # always True with this strategy in the pipeline
     ) -> Callable[..., Any] | None:
         """The decorator form of `build_sync` when this strategy is outermost.
 
@@ -250,6 +251,7 @@ class Retry:
         next_step: AsyncStep,
         env: Env,
         generic: Callable[[tuple[Any, ...], dict[str, Any]], Any],
+        publish: bool = True,  # always True with this strategy in the pipeline
     ) -> Callable[..., Any] | None:
         """The decorator form of `build_async` when this strategy is outermost.
 

@@ -215,6 +215,7 @@ class Timeout:
         next_step: AsyncStep,
         env: Env,
         generic: Callable[[tuple[Any, ...], dict[str, Any]], Any],
+        publish: bool = True,  # always True with this strategy in the pipeline
     ) -> Callable[..., Any]:
         """The decorator form of `build_async` when this strategy is outermost.
 
