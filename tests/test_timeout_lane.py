@@ -1,14 +1,13 @@
 """The asyncio `DeadlineLane` behind `Timeout`: exact expiry, concurrency, bounded memory.
 
 The test session imports trio, which makes `Timeout` take its general entry path; the
-``inlined`` fixture hides trio from that check so the inlined lane path (Python 3.11,
-`asyncio.BaseEventLoop`) runs too. Both paths queue on the same `DeadlineLane`.
+``inlined`` fixture hides trio from that check so the inlined lane path runs too. Both
+paths queue on the same `DeadlineLane`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import sys
 from typing import Any
 
 import pytest
@@ -70,8 +69,8 @@ async def test_expiry_is_exact_and_the_lane_drains(clock: ManualClock, lanes: La
         await call(0.0)
     lane = lane_of(lanes)
     assert len(lane._entries) == 0  # each call popped itself
-    if lanes.mode == "inlined" and sys.version_info < (3, 12):
-        assert lanes.calls == before  # the inlined path served them (3.11)
+    if lanes.mode == "inlined":
+        assert lanes.calls == before  # the inlined path served them
     else:
         assert lanes.calls == before + 50
 

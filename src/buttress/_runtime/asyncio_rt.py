@@ -556,3 +556,14 @@ _heappush = heapq.heappush
 # 3.12+ get_running_loop() and current_task() are fast C calls: no shortcut needed.
 _tasks_by_loop: dict[Any, Any] | None = getattr(asyncio.tasks, "_current_tasks", None)
 _FAST_LOOKUP = sys.version_info < (3, 12) and isinstance(_tasks_by_loop, dict)
+_running_loop = asyncio._get_running_loop  # None outside a running loop
+
+
+def lane_task(lane: DeadlineLane) -> Any:
+    """The running task, if ``lane``'s loop is the running loop (else ``None``).
+
+    For Python 3.12+, where `asyncio._get_running_loop` and `asyncio.current_task` are
+    fast C calls; Python 3.11 callers inline the ``_thread_id`` test instead (above).
+    """
+    loop = lane._loop
+    return _current_task(loop) if _running_loop() is loop else None

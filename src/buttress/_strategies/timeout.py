@@ -39,6 +39,7 @@ from .._runtime.asyncio_rt import (
     _tasks_by_loop,
     enter_lane,
     lane_clock,
+    lane_task,
 )
 from ..events import TimeoutExpired
 from ..typing import AsyncStep, SyncStep
@@ -47,6 +48,7 @@ __all__ = ["Timeout"]
 
 _SIM_MODULE = "buttress.lab.sim"  # the only setter of RUNTIME_OVERRIDE
 _modules = sys.modules
+_NEW_ASYNCIO = sys.version_info >= (3, 12)  # fast C get_running_loop / current_task
 
 
 class Timeout:
@@ -205,13 +207,16 @@ class Timeout:
             lane = cache[0]
             if (
                 lane is not None
-                and lane._fast_loop._thread_id == _get_ident()
                 and "trio" not in _modules
                 and _SIM_MODULE not in _modules
                 and env.runtime is None
+                and (
+                    task := _tasks_by_loop.get(lane._loop)  # type: ignore[union-attr]
+                    if lane._fast_loop._thread_id == _get_ident()
+                    else _NEW_ASYNCIO and lane_task(lane)
+                )
             ):
-                # inlined `DeadlineLane.add` (asyncio, Python 3.11; see `_bind_async`)
-                task: Any = _tasks_by_loop.get(lane._loop)  # type: ignore[union-attr]
+                # inlined `DeadlineLane.add` (asyncio; see `_bind_async`)
                 handle = [None, None, None, None, None, deadline, task, task.cancelling(), False]
                 lane._entries.append(handle)
                 if lane._handle is None:
@@ -273,12 +278,17 @@ class Timeout:
             lane = cache[0]
             if (
                 lane is not None
-                and lane._fast_loop._thread_id == _get_ident()
                 and "trio" not in _modules
                 and _SIM_MODULE not in _modules
                 and env.runtime is None
+                and (
+                    # 3.11: the loop's thread is this one, so it is the running loop; 3.12+:
+                    # ask asyncio (fast C calls there)
+                    task := _tasks_by_loop.get(lane._loop)  # type: ignore[union-attr]
+                    if lane._fast_loop._thread_id == _get_ident()
+                    else _NEW_ASYNCIO and lane_task(lane)
+                )
             ):
-                task: Any = _tasks_by_loop.get(lane._loop)  # type: ignore[union-attr]
                 # the execution record is the lane entry: slots 0-4 as context.py
                 # (attempt 1 in slot 4), 5-8 the lane's (see DeadlineLane)
                 record = [env, parent, None, effective, 1, deadline, task, task.cancelling(), False]
