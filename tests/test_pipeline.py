@@ -22,6 +22,7 @@ from buttress import (
     add_listener,
     backoff,
     current_context,
+    on_result,
     remove_listener,
     scope,
 )
@@ -399,3 +400,55 @@ async def test_fused_admission_decorator_async(clock: ManualClock) -> None:
     fail[0] = False
     assert await get(7) == 7
     assert breaker.state == "closed"
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: CircuitBreaker(
+            on=ValueError, failure_ratio=0.5, window_duration=10.0, min_throughput=4
+        ),
+        lambda: CircuitBreaker(
+            on=ValueError,
+            failure_ratio=None,
+            slow_call_duration=1.0,
+            slow_call_ratio=0.5,
+            window=4,
+            min_throughput=4,
+        ),
+        lambda: CircuitBreaker(
+            on=on_result(lambda value: value < 0), failure_ratio=0.5, window=4, min_throughput=4
+        ),
+    ],
+    ids=["time window", "slow calls", "result checks"],
+)
+def test_fused_general_breaker_forms_open_like_the_pipeline_path(
+    make: Any, clock: ManualClock
+) -> None:
+    """Decorator (fused, general form) and pipeline.call see the same breaker decisions."""
+
+    def drive(call: Any, breaker: CircuitBreaker) -> list[str]:
+        seen = []
+        for i in range(8):
+            try:
+                seen.append(str(call(i)))
+            except CircuitOpenError:
+                seen.append("open")
+            except ValueError:
+                seen.append("error")
+        return [*seen, breaker.state]
+
+    def work(i: int) -> int:
+        if i % 2:
+            clock.advance(2.0)  # slow for the slow-call breaker
+            if i < 4:
+                raise ValueError(i)
+            return -i  # a bad result for the result-checking breaker
+        return i
+
+    fused_breaker, plain_breaker = make(), make()
+    fused = Pipeline(fused_breaker, clock=clock)(work)
+    plain = Pipeline(plain_breaker, clock=clock)
+    seen = drive(fused, fused_breaker)
+    assert seen == drive(lambda i: plain.call(work, i), plain_breaker)
+    assert "open" in seen  # each form opened and rejected
