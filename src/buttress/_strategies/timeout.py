@@ -207,9 +207,7 @@ class Timeout:
             lane = cache[0]
             if (
                 lane is not None
-                and "trio" not in _modules
                 and _SIM_MODULE not in _modules
-                and env.runtime is None
                 and (
                     task := _tasks_by_loop.get(lane._loop)  # type: ignore[union-attr]
                     if lane._fast_loop._thread_id == _get_ident()
@@ -278,9 +276,7 @@ class Timeout:
             lane = cache[0]
             if (
                 lane is not None
-                and "trio" not in _modules
                 and _SIM_MODULE not in _modules
-                and env.runtime is None
                 and (
                     # 3.11: the loop's thread is this one, so it is the running loop; 3.12+:
                     # ask asyncio (fast C calls there)
@@ -333,8 +329,10 @@ def _enter_finder(env: Env) -> Callable[[list[Any], float, list[Any] | None], tu
     ``owner`` is the `DeadlineLane` (asyncio on a monotonic clock) or the runtime (trio,
     the lab's simulator, other clocks); either has ``exit_deadline(handle, exc)``.
 
-    The inlined fast path before it applies only while no simulator and no trio module
-    is loaded and no runtime is forced (then the running asyncio loop is the runtime).
+    The inlined fast path before it needs a lane (made here only for the asyncio runtime,
+    so never under a forced non-asyncio runtime), no loaded simulator (whose tasks may run
+    inside an asyncio task), and a current asyncio task of the lane's loop on this thread:
+    trio code, guest mode included, never runs inside an asyncio task step.
     """
     find = env.async_runtime
     lanes = lane_clock(env.clock)
