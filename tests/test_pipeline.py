@@ -422,10 +422,8 @@ async def test_fused_admission_decorator_async(clock: ManualClock) -> None:
     ],
     ids=["time window", "slow calls", "result checks"],
 )
-def test_fused_general_breaker_forms_open_like_the_pipeline_path(
-    make: Any, clock: ManualClock
-) -> None:
-    """Decorator (fused, general form) and pipeline.call see the same breaker decisions."""
+def test_decorated_breaker_forms_open_like_the_pipeline_path(make: Any, clock: ManualClock) -> None:
+    """The decorator (transparent wrapper) and pipeline.call see the same decisions."""
 
     def drive(call: Any, breaker: CircuitBreaker) -> list[str]:
         seen = []
