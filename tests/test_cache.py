@@ -832,3 +832,51 @@ def test_stale_value_served_while_another_process_refreshes(
     assert pipe.call(load, 1) == "v1"  # no wait, no load: the stale value
     assert n[0] == 0
     assert events.of_type(CacheStaleServed)[-1].reason == "revalidating"
+
+
+def test_cached_takes_ttl_by_keyword_too(clock: ManualClock) -> None:
+    calls = [0]
+
+    @cached(ttl=30, clock=clock)
+    def load(n: int) -> int:
+        calls[0] += 1
+        return n
+
+    assert load.cache.ttl == 30.0  # type: ignore[attr-defined]
+    assert load(1) == load(1) == 1 and calls[0] == 1
+    clock.advance(31)
+    assert load(1) == 1 and calls[0] == 2
+    with pytest.raises(ConfigurationError, match="ttl"):
+        cached(30, ttl=20)
+    assert cached()(lambda: 1).cache.ttl == 60.0  # type: ignore[attr-defined]
+
+
+def test_async_single_flight_with_an_event_loop_per_thread() -> None:
+    """Concurrent misses from two event loops (two threads) never wait on each other's
+    loop (that hung): each loop's callers share one load, so at most one per loop."""
+    loads: list[int] = []
+    started = threading.Barrier(2)
+
+    @cached(60)
+    async def load(n: int) -> int:
+        loads.append(threading.get_ident())
+        await asyncio.sleep(0.05)
+        return n * 2
+
+    async def many() -> list[int]:
+        started.wait(timeout=10)
+        return list(await asyncio.gather(*(load(21) for _ in range(20))))
+
+    results: list[Any] = []
+
+    def worker() -> None:
+        results.append(asyncio.run(many()))
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=20)
+    assert not any(thread.is_alive() for thread in threads), "a loop waited on the other's"
+    assert results == [[42] * 20, [42] * 20]
+    assert 1 <= len(loads) <= 2  # one load per loop at most (1 if the second hit the cache)

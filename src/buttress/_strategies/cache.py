@@ -237,7 +237,9 @@ class CacheAside:
         )
         self._keyers: dict[Any, KeyBuilder] = {}
         self._flights: dict[str, _Flight] = {}
-        self._aflights: dict[str, _Flight] = {}
+        # async flights per thread: a waiter can only wait on an event of its own event
+        # loop, and a thread runs one loop at a time (asyncio, trio and the simulator alike)
+        self._aflights: dict[int, dict[str, _Flight]] = {}
         self._mutex = threading.Lock()
         self._subscription: Any = None
         self._warned_encode = False
@@ -429,6 +431,15 @@ class CacheAside:
                 return flight, False
             flight = table[key] = _Flight(make_event())
             return flight, True
+
+    def _async_table(self) -> dict[str, _Flight]:
+        """This thread's table of async flights (see ``_aflights``)."""
+        ident = threading.get_ident()
+        table = self._aflights.get(ident)
+        if table is None:
+            with self._mutex:
+                table = self._aflights.setdefault(ident, {})
+        return table
 
     def _leave(self, table: dict[str, _Flight], key: str, flight: _Flight) -> None:
         with self._mutex:
@@ -812,7 +823,7 @@ class CacheAside:
                         if env.listeners:
                             self._hit(env, key, "local")
                         return entry.value
-                    flight, lead = self._join(self._aflights, key, rt.new_event)
+                    flight, lead = self._join(self._async_table(), key, rt.new_event)
                     if entry is not None and decision != MISS:
                         if not lead:
                             self._served(env, key, decision, "local")
@@ -829,18 +840,18 @@ class CacheAside:
                             next_step, env, fn, args, kwargs, key, entry, flight, False
                         )
                 else:
-                    flight, lead = self._join(self._aflights, key, rt.new_event)
+                    flight, lead = self._join(self._async_table(), key, rt.new_event)
                     if lead:
                         try:
                             record = await self._async_remote(
                                 env, "get", store.acache_get, self.name, key
                             )
                         except BaseException:
-                            self._leave(self._aflights, key, flight)
+                            self._leave(self._async_table(), key, flight)
                             raise
                         entry = self._merge_remote(env, key, record, entry, now)
                         served, result = self._after_fetch(
-                            env, key, entry, now, flight, self._aflights
+                            env, key, entry, now, flight, self._async_table()
                         )
                         if served:
                             return result
@@ -949,7 +960,7 @@ class CacheAside:
                     await self._async_remote(
                         env, "unlock", store.acache_unlock, self.name, key, token
                     )
-                self._leave(self._aflights, key, flight)
+                self._leave(self._async_table(), key, flight)
         finally:
             # this frame is in the traceback of a failed load, whose exception the
             # flight keeps for the waiters: drop the frame's reference to the flight, or
@@ -983,6 +994,9 @@ _ENV = Env("cache-admin")
 # -- the decorator --------------------------------------------------------------------------------
 
 
+_TTL_DEFAULT: Any = object()  # `cached` without a ttl: 60 s
+
+
 @overload
 def cached(fn: F, /) -> F: ...
 @overload
@@ -996,7 +1010,7 @@ def cached(
     **options: Any,
 ) -> Callable[[F], F]: ...
 def cached(
-    ttl: Any = 60.0,
+    ttl: Any = _TTL_DEFAULT,
     /,
     *,
     clock: Clock | None = None,
@@ -1006,8 +1020,9 @@ def cached(
 ) -> Any:
     """Decorate a function (sync or ``async``) with cache-aside.
 
-    ``@cached`` (TTL 60 s) or ``@cached(30, key="user:{user_id}", store=redis_store)``;
-    every keyword of `CacheAside` is accepted, plus:
+    ``@cached`` (TTL 60 s), ``@cached(30)``, ``@cached(ttl=30)`` or
+    ``@cached(30, key="user:{user_id}", store=redis_store)``; every keyword of `CacheAside`
+    is accepted, plus:
 
     Args:
         ttl: Seconds a value stays fresh (see `CacheAside`); default 60.
@@ -1023,6 +1038,14 @@ def cached(
     """
     if callable(ttl) and not isinstance(ttl, (int, float)) and not options:
         return cached()(ttl)
+    if "ttl" in options:  # ``@cached(ttl=30)``: the keyword form of the positional ``ttl``
+        if ttl is not _TTL_DEFAULT:
+            raise ConfigurationError.invalid(
+                "cached", "ttl", options["ttl"], "ttl given once, by position or by keyword"
+            )
+        ttl = options.pop("ttl")
+    elif ttl is _TTL_DEFAULT:
+        ttl = 60.0
     options.setdefault("name", "cache")
     spec = CacheAside(ttl, **options)
     env = Env(spec.name, clock, random, listeners)
