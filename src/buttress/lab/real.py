@@ -92,6 +92,7 @@ class _Dependency:
         self.hung: list[asyncio.Future[None]] = []
         self.handlers: set[asyncio.Task[Any]] = set()
         self.writers: set[asyncio.StreamWriter] = set()
+        self.stopping = False
 
     def bin(self) -> int:
         b = int(time.monotonic() - self.t0)
@@ -118,17 +119,21 @@ class _Dependency:
         return handle
 
     async def stop(self) -> None:
+        self.stopping = True
         for fut in self.hung:
             if not fut.done():
                 fut.set_result(None)
         for rep in self.replicas:
             if rep.server is not None:
                 rep.server.close()
-        # close every connection so the handlers end normally (EOF), then wait for them
+        # close every connection so the handlers end normally (EOF), then wait for them;
+        # queued requests are dropped unserved (taken off the queue, so no worker hands
+        # its slot to them afterwards)
         for writer in list(self.writers):
             writer.close()
         for rep in self.replicas:
-            for slot in rep.queue:
+            while rep.queue:
+                slot = rep.queue.popleft()
                 if not slot.done():
                     slot.set_result(None)
         if self.handlers:
@@ -267,6 +272,8 @@ class _Dependency:
             slot: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             rep.queue.append(slot)
             await slot  # the releasing worker hands its slot over
+            if self.stopping:
+                return None, ""
         elif dep.throttle_retry_after is not None:
             c.throttled += 1
             return 429, f"retry-after: {dep.throttle_retry_after:g}\r\n"
@@ -282,11 +289,19 @@ class _Dependency:
             c.busy[b] += used
             if time.monotonic() > deadline:
                 c.wasted[b] += used
-            if rep.queue and rep.busy <= rep.capacity:
-                rep.queue.popleft().set_result(None)
-            else:
-                rep.busy -= 1
+            self._release(rep)
         return 200, ""
+
+    @staticmethod
+    def _release(rep: _Replica) -> None:
+        """A worker is done: hand it to the next queued request, or free it."""
+        if rep.busy <= rep.capacity:
+            while rep.queue:
+                slot = rep.queue.popleft()
+                if not slot.done():  # a cancelled waiter gave its place up
+                    slot.set_result(None)
+                    return
+        rep.busy -= 1
 
 
 class _RealRun(_Run):
