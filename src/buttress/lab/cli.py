@@ -233,7 +233,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return _err(ScenarioError("--out", "", msg))
     workers = args.workers if args.workers is not None else min(4, os.cpu_count() or 1)
     if getattr(args, "real", False):
-        from .real import run_real
+        from .real import BUSY_LAG, run_real
 
         update, stop = _progress()
         wall = time.perf_counter()
@@ -249,6 +249,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
             f"{time.perf_counter() - wall:.1f}s; offered rate scaled by "
             f"{results['real']['rate_scale']:g}"
         )
+        busy = {
+            name: lag for name, lag in results["real"]["loop_lag"].items() if lag["max"] >= BUSY_LAG
+        }
+        if busy:
+            worst = ", ".join(
+                f"{name} {lag['max'] * 1000:.0f} ms (p99 {lag['p99'] * 1000:.0f} ms)"
+                for name, lag in busy.items()
+            )
+            print(
+                f"note: the event loop stalled for up to {worst}: the machine was too busy "
+                "for real time, and a stall is a fault of its own; rerun on a quieter machine",
+                file=sys.stderr,
+            )
     else:
         update, stop = _progress()
         started = _cpu_seconds()

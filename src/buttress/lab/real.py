@@ -2,17 +2,23 @@
 
 Each replica is a small asyncio HTTP/1.1 server on 127.0.0.1 (one per replica, own port)
 with the scenario's workers, bounded queue, service times and faults applied live by a
-timeline task; the clients are real `httpx.AsyncClient` calls through the same buttress
-pipelines on the system clock. The report has the same shape as a simulated run.
+timeline task; the clients are real `httpx.AsyncClient` calls (spread over ``CLIENTS``
+clients) through the same buttress pipelines on the system clock. Clients and servers share
+one event loop, whose scheduling lag is sampled and reported (``real.loop_lag``): a loaded
+machine delays both, and a long stall is a fault of its own. The report has the same shape
+as a simulated run.
 
 Differences from the simulator, by necessity:
 
 * Time is real: one run per pipeline, one after the other, each lasting the scenario's
   ``duration`` (so keep real-mode scenarios short; the command refuses runs longer than
   ``MAX_SECONDS`` in total).
-* The offered rate is scaled down to at most ``MAX_RPS`` leaf calls per second (Python's
-  HTTP stack on a shared machine), and workers and queues are scaled by the same factor so
-  utilisation stays the same; ``results.json`` records the factor (``real.rate_scale``).
+* The offered rate is scaled down to at most ``MAX_RPS`` leaf calls per second (an httpx
+  call costs ~0.5 ms of CPU, ~1 ms with a new connection, and a storm triples the calls),
+  and workers and queues are scaled by the same factor so utilisation stays the same;
+  ``results.json`` records the factor (``real.rate_scale``). Absolute rates in the
+  pipelines (a retry budget's floor of retries per second, a rate limit) are not scaled,
+  so they weigh more in a scaled run.
 * A down replica answers ``503`` with ``x-lab-error: unavailable`` at once instead of
   refusing the TCP connection (the client maps it to `UnavailableError`).
 * Wasted work is server time spent on requests whose client deadline (sent in the
@@ -25,6 +31,7 @@ Differences from the simulator, by necessity:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import random as _random
 import time
@@ -43,17 +50,43 @@ from .errors import (
 )
 from .model import Counters, key_picker, sampler
 from .pipelines import build_pipeline
-from .run import _Run
+from .run import _Run, percentile
 from .runner import aggregate
 from .scenario import FaultSpec, PipelineSpec, Scenario
 
-__all__ = ["MAX_RPS", "MAX_SECONDS", "run_real"]
+__all__ = ["BUSY_LAG", "MAX_RPS", "MAX_SECONDS", "run_real"]
 
-MAX_RPS = 40.0
+MAX_RPS = 100.0
 """Most leaf calls per second offered in real mode; faster scenarios are scaled down."""
 
 MAX_SECONDS = 300.0
 """Longest real-mode session accepted (pipelines x seeds x duration), seconds."""
+
+CLIENTS = 16
+"""`httpx.AsyncClient` instances the calls are spread over (round robin, per attempt).
+
+httpcore's connection pool re-examines every pooled connection for every connection on
+each request start and end, so its CPU cost grows with the square of the connections in
+one pool. In a retry storm every timed-out attempt costs a fresh connection and ~100 are
+in flight: with one client the pool bookkeeping took most of the process's CPU, the event
+loop fell behind, attempts timed out before they were even sent and the server saw less
+load than the clients offered (hiding the storm). Sixteen small pools cost ~1/16 as much
+each and stand for what a storm really involves: many client instances.
+"""
+
+BACKLOG = 4096
+"""Listen backlog of each replica's server (asyncio's default, 100, overflows in a storm).
+
+When the accept queue overflows the kernel drops the client's SYN and the client resends
+it only after a second: such attempts time out without reaching the server, and the
+server sees less load than was offered.
+"""
+
+LAG_PROBE = 0.02
+"""Period of the event-loop lag probe, seconds (``real.loop_lag`` in the results)."""
+
+BUSY_LAG = 0.25
+"""Event-loop stall, seconds, from which the command warns that the machine was too busy."""
 
 
 class _Replica:
@@ -69,6 +102,10 @@ class _Replica:
         self.latency = 1.0
         self.port = 0
         self.server: asyncio.Server | None = None
+
+    def is_hung(self) -> bool:
+        """Whether a hang fault is on now (a method: it changes while a request waits)."""
+        return self.hang
 
 
 class _Dependency:
@@ -89,7 +126,7 @@ class _Dependency:
         self.fault_rng = _random.Random(f"{seed}/faults")
         self.bad_keys: dict[int, str] = {}
         self.active: list[FaultSpec] = []
-        self.hung: list[asyncio.Future[None]] = []
+        self.hung: set[asyncio.Future[None]] = set()
         self.handlers: set[asyncio.Task[Any]] = set()
         self.writers: set[asyncio.StreamWriter] = set()
         self.stopping = False
@@ -100,7 +137,9 @@ class _Dependency:
 
     async def start(self) -> None:
         for rep in self.replicas:
-            rep.server = await asyncio.start_server(self._handler(rep), "127.0.0.1", 0)
+            rep.server = await asyncio.start_server(
+                self._handler(rep), "127.0.0.1", 0, backlog=BACKLOG
+            )
             rep.port = rep.server.sockets[0].getsockname()[1]
 
     def _handler(self, rep: _Replica) -> Any:
@@ -120,7 +159,7 @@ class _Dependency:
 
     async def stop(self) -> None:
         self.stopping = True
-        for fut in self.hung:
+        for fut in list(self.hung):
             if not fut.done():
                 fut.set_result(None)
         for rep in self.replicas:
@@ -225,9 +264,12 @@ class _Dependency:
                     name, _, value = h.decode("latin-1").partition(":")
                     headers[name.strip().lower()] = value.strip()
                 path = line.split(b" ")[1].decode() if b" " in line else "/"
-                key = int(path.rpartition("key=")[2] or 0) if "key=" in path else 0
-                deadline = float(headers.get("x-lab-deadline", "inf"))
-                status, extra = await self._serve(rep, key, deadline, reader)
+                status: int | None = 200
+                extra = ""
+                if path != "/warmup":  # warm-up: before the run's clock starts, not counted
+                    key = int(path.rpartition("key=")[2] or 0) if "key=" in path else 0
+                    deadline = float(headers.get("x-lab-deadline", "inf"))
+                    status, extra = await self._serve(rep, key, deadline, reader)
                 if status is None:
                     break  # hung: the client gave up and closed the connection
                 body = b"ok" if status == 200 else b"error"
@@ -248,13 +290,8 @@ class _Dependency:
             c.refused += 1
             return 503, "x-lab-error: unavailable\r\n"
         if rep.hang or self.bad_keys.get(key) == "hang":
-            c.lost += 1
-            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self.hung.append(fut)
-            reader_done: asyncio.Future[Any] = asyncio.ensure_future(reader.read(1))
-            pending: list[asyncio.Future[Any]] = [fut, reader_done]
-            await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            reader_done.cancel()
+            c.lost += 1  # packet loss: the request never arrives
+            await self._hold(reader)
             return None, ""
         c.seen[self.bin()] += 1
         if (
@@ -290,7 +327,23 @@ class _Dependency:
             if time.monotonic() > deadline:
                 c.wasted[b] += used
             self._release(rep)
+        if rep.is_hung():  # as in the simulator: served, but the reply is lost in the network
+            c.lost += 1
+            await self._hold(reader)
+            return None, ""
         return 200, ""
+
+    async def _hold(self, reader: asyncio.StreamReader) -> None:
+        """Keep a lost call's connection silent until its client gives up (or the run ends)."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.hung.add(fut)
+        reader_done: asyncio.Future[Any] = asyncio.ensure_future(reader.read(1))
+        pending: list[asyncio.Future[Any]] = [fut, reader_done]
+        try:
+            await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            reader_done.cancel()
+            self.hung.discard(fut)
 
     @staticmethod
     def _release(rep: _Replica) -> None:
@@ -340,11 +393,16 @@ class _RealRun(_Run):
         self._key = key_picker(scenario.load, self.key_rng)
         self.route_rng = _random.Random(f"{seed}/route")
         self.zone = scenario.client.zone or scenario.dependency.zones[0]
+        self.clients: list[Any] = []
+        self.next_client = 0
+        self.lags: list[float] = []
 
-    async def _call(self, client: Any, key: int) -> None:
+    async def _call(self, key: int) -> None:
         import httpx
 
         dep = self.dep
+        client = self.clients[self.next_client % len(self.clients)]
+        self.next_client += 1
         self.c.attempts[dep.bin()] += 1
         reps = dep.replicas
         rep = reps[int(self.route_rng.random() * len(reps))]
@@ -378,7 +436,7 @@ class _RealRun(_Run):
             raise OverloadedError("queue full")
         raise ServerError(f"HTTP {r.status_code}")
 
-    async def _user(self, client: Any) -> None:  # type: ignore[override]
+    async def _user(self) -> None:  # type: ignore[override]
         dep = self.dep
         c = self.c
         t0 = time.monotonic()
@@ -386,7 +444,7 @@ class _RealRun(_Run):
         c.first[b] += 1
         key = self._key()
         try:
-            await self.pipeline.acall(self._call, client, key)
+            await self.pipeline.acall(self._call, key)
         except Exception as exc:
             self.failed += 1
             self.errors[type(exc).__name__] += 1
@@ -400,6 +458,8 @@ class _RealRun(_Run):
         self.finished_at = time.monotonic() - dep.t0
 
     async def _drive(self) -> None:
+        import ssl
+
         import httpx
 
         sc = self.scenario
@@ -407,9 +467,16 @@ class _RealRun(_Run):
         dep = self.dep
         await dep.start()
         limits = httpx.Limits(max_connections=2000, max_keepalive_connections=500)
+        tls = ssl.create_default_context()  # unused (plain HTTP); built once, not per client
         tasks: set[asyncio.Task[None]] = set()
+        probe: asyncio.Future[None] | None = None
         try:
-            async with httpx.AsyncClient(limits=limits) as client:
+            async with contextlib.AsyncExitStack() as stack:
+                for _ in range(CLIENTS):
+                    client = httpx.AsyncClient(limits=limits, verify=tls)
+                    self.clients.append(await stack.enter_async_context(client))
+                await self._warm_up()
+                probe = asyncio.ensure_future(self._probe_lag())
                 dep.t0 = time.monotonic()
                 timeline = asyncio.ensure_future(dep.timeline())
                 stop = load.stop if load.stop is not None else sc.duration
@@ -428,33 +495,54 @@ class _RealRun(_Run):
                         delay = dep.t0 + t - time.monotonic()
                         if delay > 0:
                             await asyncio.sleep(delay)
-                        task = asyncio.ensure_future(self._user(client))
+                        task = asyncio.ensure_future(self._user())
                         tasks.add(task)
                         task.add_done_callback(tasks.discard)
                 else:
                     clients = max(1, round(load.clients * self.scale))
                     for _ in range(clients):
-                        task = asyncio.ensure_future(self._client_loop(client, stop))
+                        task = asyncio.ensure_future(self._client_loop(stop))
                         tasks.add(task)
                         task.add_done_callback(tasks.discard)
                 remaining = dep.t0 + sc.duration - time.monotonic()
                 if remaining > 0:
                     await asyncio.sleep(remaining)
                 timeline.cancel()
+                probe.cancel()
                 self.in_flight = len(tasks)
                 for task in list(tasks):
                     task.cancel()
-                await asyncio.gather(*tasks, timeline, return_exceptions=True)
+                await asyncio.gather(*tasks, timeline, probe, return_exceptions=True)
         finally:
+            if probe is not None:
+                probe.cancel()
             await dep.stop()
 
-    async def _client_loop(self, client: Any, stop: float) -> None:
+    async def _warm_up(self) -> None:
+        """One uncounted request per client before the clock starts.
+
+        The first request of a process imports and sets up parts of the HTTP stack (a
+        stall of a few hundred milliseconds that used to land in the first second).
+        """
+        reps = self.dep.replicas
+        for i, client in enumerate(self.clients):
+            await client.get(f"http://127.0.0.1:{reps[i % len(reps)].port}/warmup")
+
+    async def _probe_lag(self) -> None:
+        """Sample how late the event loop wakes a sleeping task (its scheduling lag)."""
+        lags = self.lags
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(LAG_PROBE)
+            lags.append(max(0.0, time.monotonic() - before - LAG_PROBE))
+
+    async def _client_loop(self, stop: float) -> None:
         load = self.scenario.load
         n = 0
         while (load.requests_per_client == 0 or n < load.requests_per_client) and (
             time.monotonic() - self.dep.t0 < stop
         ):
-            await self._user(client)
+            await self._user()
             n += 1
             if load.think_time > 0:
                 await asyncio.sleep(load.think_time)
@@ -463,6 +551,11 @@ class _RealRun(_Run):
         self.in_flight = 0
         asyncio.run(self._drive())
         return self._results(self.in_flight)
+
+    def loop_lag(self) -> tuple[float, float]:
+        """The event loop's scheduling lag over the run: (99th percentile, max), seconds."""
+        lags = sorted(self.lags)
+        return (percentile(lags, 99.0) or 0.0, lags[-1] if lags else 0.0)
 
 
 def _check(scenario: Scenario, runs: int) -> None:
@@ -527,16 +620,21 @@ def run_real(
     peak = max([load.rate, *(r for _, r in load.ramp)]) if load.kind == "open" else 0.0
     scale = min(1.0, MAX_RPS / peak) if peak > 0 else 1.0
     by_pipeline: dict[str, list[dict[str, Any]]] = {s.name: [] for s in specs}
+    lag: dict[str, dict[str, float]] = {}
     total = n * len(specs)
     done = 0
     for spec in specs:
         for seed in range(n):
-            res = _RealRun(scenario, spec, seed, scale).execute()
-            by_pipeline[spec.name].append(res)
+            run = _RealRun(scenario, spec, seed, scale)
+            by_pipeline[spec.name].append(run.execute())
+            p99, worst = run.loop_lag()
+            seen = lag.setdefault(spec.name, {"p99": 0.0, "max": 0.0})
+            seen["p99"] = round(max(seen["p99"], p99), 6)
+            seen["max"] = round(max(seen["max"], worst), 6)
             done += 1
             if progress is not None:
                 progress(done, total)
     # rates, goodput and counts are those of the scaled run (see ``real.rate_scale``)
     out = aggregate(replace(scenario, pipelines=specs), n, by_pipeline)
-    out["real"] = {"rate_scale": round(scale, 6), "max_rps": MAX_RPS}
+    out["real"] = {"rate_scale": round(scale, 6), "max_rps": MAX_RPS, "loop_lag": lag}
     return out
