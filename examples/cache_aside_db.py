@@ -20,6 +20,7 @@ What it shows, for each database:
 from __future__ import annotations
 
 import argparse
+import os
 import sqlite3
 import tempfile
 import time
@@ -89,13 +90,14 @@ class PostgresProducts:
         self.dsn = dsn
         self.down = False
         self.queries = 0
+        # one table per process: runs sharing the server (tests of two checkouts at once)
+        # must not drop each other's table
+        self.table = f"buttress_products_{os.getpid()}"
         with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {self.table} (id INT PRIMARY KEY, name TEXT)")
+            conn.execute(f"DELETE FROM {self.table}")
             conn.execute(
-                "CREATE TABLE IF NOT EXISTS buttress_products (id INT PRIMARY KEY, name TEXT)"
-            )
-            conn.execute("DELETE FROM buttress_products")
-            conn.execute(
-                "INSERT INTO buttress_products VALUES (1, 'anvil'), (2, 'rope'), (3, 'rocket')"
+                f"INSERT INTO {self.table} VALUES (1, 'anvil'), (2, 'rope'), (3, 'rocket')"
             )
 
     def get(self, product_id: int) -> dict[str, Any] | None:
@@ -103,13 +105,14 @@ class PostgresProducts:
         dsn = self.dsn + " port=1" if self.down else self.dsn
         with self.psycopg.connect(dsn, connect_timeout=2) as conn:
             row = conn.execute(
-                "SELECT id, name FROM buttress_products WHERE id = %s", (product_id,)
+                f"SELECT id, name FROM {self.table} WHERE id = %s",
+                (product_id,),
             ).fetchone()
         return None if row is None else {"id": row[0], "name": row[1]}
 
     def drop(self) -> None:
         with self.psycopg.connect(self.dsn, autocommit=True) as conn:
-            conn.execute("DROP TABLE IF EXISTS buttress_products")
+            conn.execute(f"DROP TABLE IF EXISTS {self.table}")
 
 
 def run(db: Any, label: str, redis_url: str, say: Callable[[str], None] = print) -> list[str]:
