@@ -44,7 +44,7 @@ from typing import Any, TypeVar, cast, overload
 
 from .._core.clock import Clock
 from .._core.env import Env, Listener
-from .._core.invoke import ainvoke, invoke
+from .._core.invoke import AwaitableGuard, ainvoke, invoke
 from .._core.store_guard import StoreGuard
 from .._core.validate import check_count, check_duration, check_optional_duration, check_ratio
 from .._exceptions import ConfigurationError
@@ -262,6 +262,10 @@ class CacheAside:
         """
         keyer = self._keyers.get(fn)
         if keyer is None:
+            if fn.__class__ is AwaitableGuard:
+                # Pipeline.acall's per-call guard around a sync callable: key by the
+                # function itself (same keys as the decorator, and one builder per function)
+                return self.keyer(fn.__wrapped__)
             try:
                 keyer = KeyBuilder(fn, self.key, per_instance=self.per_instance)
             except ValueError as exc:
