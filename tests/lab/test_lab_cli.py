@@ -249,8 +249,59 @@ def test_real_mode_runs_http_servers_end_to_end(
 
 
 def test_real_mode_refuses_too_long_sessions(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    monkeypatch.chdir(tmp_path)  # the default output directory is relative
     path = _write(tmp_path, REAL.replace("duration = 4.0", "duration = 400.0"))
     assert main(["lab", "run", "--real", str(path)]) == 2
     assert "real mode would take" in capsys.readouterr().err
+    # refused before the run starts: no empty lab-results/real-smoke/ left behind
+    assert not (tmp_path / "lab-results").exists()
+    out = tmp_path / "nested" / "out"
+    assert main(["lab", "run", "--real", str(path), "--out", str(out)]) == 2
+    assert not (tmp_path / "nested").exists()
+
+
+def test_refused_simulated_runs_leave_no_output_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    # a --pipeline named like a scenario pipeline: refused by the runner's validation
+    (tmp_path / "dup_pipes.py").write_text("from buttress import Pipeline\nnone = Pipeline()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = _write(tmp_path, GOOD)
+    argv = ["lab", "run", str(path), "--pipeline", "dup_pipes:none", "--workers", "1"]
+    assert main(argv) == 2
+    assert "duplicate pipeline names" in capsys.readouterr().err
+    # a bad scenario file
+    path = _write(tmp_path, GOOD.replace("rate = 40.0", "rate = -1.0"))
+    assert main(["lab", "run", str(path), "--workers", "1"]) == 2
+    assert "load.rate" in capsys.readouterr().err
+    assert not (tmp_path / "lab-results").exists()
+
+
+def test_real_mode_refuses_duplicate_pipeline_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # as simulated runs do: two pipelines named "none" would be merged into one result
+    pytest.importorskip("httpx")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dup_real.py").write_text("from buttress import Pipeline\nnone = Pipeline()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = _write(tmp_path, REAL)
+    assert main(["lab", "run", "--real", str(path), "--pipeline", "dup_real:none"]) == 2
+    assert "duplicate pipeline names" in capsys.readouterr().err
+    assert not (tmp_path / "lab-results").exists()
+
+
+def test_out_under_a_file_is_refused_before_simulating(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write(tmp_path, GOOD)
+    (tmp_path / "file").write_text("x", encoding="utf-8")
+    out = tmp_path / "file" / "out"
+    assert main(["lab", "run", str(path), "--out", str(out), "--workers", "1"]) == 2
+    captured = capsys.readouterr()
+    assert "--out" in captured.err
+    assert str(out) in captured.err
+    assert "simulated" not in captured.out

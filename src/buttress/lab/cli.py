@@ -196,6 +196,20 @@ def _cpu_seconds() -> float:
     return total + usage.ru_utime + usage.ru_stime
 
 
+def _out_problem(out: Path) -> str | None:
+    """Why ``out`` cannot become the output directory, checked without creating anything."""
+    if out.exists():
+        return None if out.is_dir() else "it exists and is not a directory"
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{str(parent)!r} is not a directory"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"{str(parent)!r} is not writable"
+    return None
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from .report import MissingExtra, print_table, write_html, write_json
     from .runner import run_scenario
@@ -224,13 +238,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 build_pipeline(spec, SimClock(), random.Random(0), file="--pipeline")
     except ScenarioError as exc:
         return _err(exc)
-    # prepare the output directory first: a bad --out must not cost a whole simulation
+    # check the output directory first (a bad --out must not cost a whole simulation), but
+    # create it only when the run starts: a refused run leaves no empty directory behind
     out = Path(args.out) if args.out else Path("lab-results") / scenario.name
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        msg = f"cannot create the output directory {str(out)!r} ({exc.strerror or exc})"
+    problem = _out_problem(out)
+    if problem is not None:
+        msg = f"cannot create the output directory {str(out)!r} ({problem})"
         return _err(ScenarioError("--out", "", msg))
+
+    def start() -> None:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            msg = f"cannot create the output directory {str(out)!r} ({exc.strerror or exc})"
+            raise ScenarioError("--out", "", msg) from None
+
     workers = args.workers if args.workers is not None else min(4, os.cpu_count() or 1)
     if getattr(args, "real", False):
         from .real import BUSY_LAG, run_real
@@ -238,7 +260,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         update, stop = _progress()
         wall = time.perf_counter()
         try:
-            results = run_real(scenario, seeds=args.seeds, extra=extras, progress=update)
+            results = run_real(
+                scenario, seeds=args.seeds, extra=extras, progress=update, on_start=start
+            )
         except ScenarioError as exc:
             stop()
             return _err(exc)
@@ -268,7 +292,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         wall = time.perf_counter()
         try:
             results = run_scenario(
-                scenario, seeds=args.seeds, workers=workers, extra=extras, progress=update
+                scenario,
+                seeds=args.seeds,
+                workers=workers,
+                extra=extras,
+                progress=update,
+                on_start=start,
             )
         except ScenarioError as exc:
             stop()

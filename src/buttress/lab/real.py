@@ -51,7 +51,7 @@ from .errors import (
 from .model import Counters, key_picker, sampler
 from .pipelines import build_pipeline
 from .run import _Run, percentile
-from .runner import aggregate
+from .runner import aggregate, check_names
 from .scenario import FaultSpec, PipelineSpec, Scenario
 
 __all__ = ["BUSY_LAG", "MAX_RPS", "MAX_SECONDS", "run_real"]
@@ -591,6 +591,7 @@ def run_real(
     seeds: int | None = None,
     extra: tuple[PipelineSpec, ...] = (),
     progress: Any = None,
+    on_start: Any = None,
 ) -> dict[str, Any]:
     """Run ``scenario`` in wall-clock time against real HTTP servers on 127.0.0.1.
 
@@ -599,13 +600,15 @@ def run_real(
         seeds: Seeds per pipeline (default 1 in real mode).
         extra: More pipelines (``--pipeline``).
         progress: Called as ``progress(done, total)`` after each run.
+        on_start: Called once the scenario is accepted for real mode, before the first
+            run (the CLI creates its output directory there).
 
     Returns:
         The results document (same schema as simulated runs, plus ``real``).
 
     Raises:
-        ScenarioError: The scenario cannot run in real mode, or the ``httpx`` extra is
-            missing.
+        ScenarioError: The scenario cannot run in real mode, two pipelines share a name,
+            or the ``httpx`` extra is missing.
     """
     try:
         import httpx  # noqa: F401
@@ -615,7 +618,10 @@ def run_real(
         ) from None
     n = seeds if seeds is not None else 1
     specs = (*scenario.pipelines, *extra)
+    check_names(scenario, specs)
     _check(scenario, n * len(specs))
+    if on_start is not None:
+        on_start()
     load = scenario.load
     peak = max([load.rate, *(r for _, r in load.ramp)]) if load.kind == "open" else 0.0
     scale = min(1.0, MAX_RPS / peak) if peak > 0 else 1.0

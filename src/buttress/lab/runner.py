@@ -28,6 +28,19 @@ def _job(args: tuple[Scenario, PipelineSpec, int]) -> dict[str, Any]:
     return run_one(scenario, spec, seed)
 
 
+def check_names(scenario: Scenario, specs: tuple[PipelineSpec, ...]) -> list[str]:
+    """The pipelines' names, in order.
+
+    Raises:
+        ScenarioError: Two pipelines (of the scenario or ``--pipeline``) share a name; their
+            results would be merged.
+    """
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise ScenarioError(scenario.source, "pipelines", f"duplicate pipeline names: {names}")
+    return names
+
+
 def run_scenario(
     scenario: Scenario,
     *,
@@ -35,6 +48,7 @@ def run_scenario(
     workers: int = 1,
     extra: tuple[PipelineSpec, ...] = (),
     progress: Callable[[int, int], None] | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Run every pipeline of ``scenario`` (plus ``extra``) over ``seeds`` seeds.
 
@@ -44,18 +58,20 @@ def run_scenario(
         workers: Worker processes (1 = run in this process).
         extra: More pipelines (``--pipeline``), appended after the scenario's own.
         progress: Called as ``progress(done, total)`` after each run.
+        on_start: Called once the arguments are validated, before the first run (the
+            CLI creates its output directory there, so a refused run leaves none).
 
     Returns:
         The results document (see docs/lab.md for the schema).
 
     Raises:
-        ScenarioError: A pipeline cannot be built.
+        ScenarioError: A pipeline cannot be built, or two pipelines share a name.
     """
     n = seeds if seeds is not None else scenario.seeds
     specs = (*scenario.pipelines, *extra)
-    names = [s.name for s in specs]
-    if len(set(names)) != len(names):
-        raise ScenarioError(scenario.source, "pipelines", f"duplicate pipeline names: {names}")
+    names = check_names(scenario, specs)
+    if on_start is not None:
+        on_start()
     jobs = [(scenario, spec, seed) for spec in specs for seed in range(n)]
     total = len(jobs)
     results: list[dict[str, Any]] = []
