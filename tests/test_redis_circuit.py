@@ -128,6 +128,40 @@ def test_lua_machine_matches_the_pure_machine(
         )
 
 
+def test_reopen_with_zero_break_reports_retry_after_zero(store: RedisStore) -> None:
+    """A trial round held past half_open_max_duration reopens at once; with break 0 the
+    rejection's retry_after is 0.0, as in the pure machine (Lua said None: the break had
+    already elapsed, so its snapshot read the state as half-open)."""
+    policy = CircuitPolicy(
+        failure_ratio=None,
+        consecutive_failures=1,
+        window=4,
+        break_duration=0.0,
+        half_open_calls=1,
+        half_open_max_duration=2.0,
+    )
+    store._sync().flushall()
+    remote = RedisCircuit(store, "zero-break", None, policy, caller_clock=True)
+    local = CircuitState(policy)
+    for cell in (remote, local):
+        first = cell.try_acquire(0.0)
+        cell.record(first.token, True, 0.1, 0.0)  # opens, break 0
+        assert cell.try_acquire(0.0).trial  # the break has elapsed: one trial
+    a, b = remote.try_acquire(2.5), local.try_acquire(2.5)  # the trial overran: reopen
+    assert (b.permitted, b.state, b.previous_state, b.retry_after) == (
+        False,
+        "open",
+        "half_open",
+        0.0,
+    )
+    assert (a.permitted, a.state, a.previous_state, a.retry_after) == (
+        b.permitted,
+        b.state,
+        b.previous_state,
+        b.retry_after,
+    )
+
+
 def test_open_in_one_process_rejects_in_the_other(redis_url: str) -> None:
     s1, s2 = RedisStore(redis_url, timeout=2), RedisStore(redis_url, timeout=2)
     try:

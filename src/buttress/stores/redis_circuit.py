@@ -107,12 +107,18 @@ def _admission(reply: Any) -> Admission:
     snap = _snapshot(reply)
     actual = reply[15].decode() if isinstance(reply[15], bytes) else str(reply[15])
     opened = snap.previous_state is not None and actual == "open"
+    retry_after = snap.retry_after
+    if retry_after is None and actual == "open":
+        # reopened with a zero break (a trial round overran half_open_max_duration): the
+        # break already "elapsed", so the snapshot fields read half-open; the rejection's
+        # wait is 0.0, as in the pure machine
+        retry_after = 0.0
     return Admission(
         permitted=bool(int(reply[13])),
         token=snap.generation,
         trial=bool(int(reply[14])),
         state=actual,
-        retry_after=snap.retry_after,
+        retry_after=retry_after,
         previous_state=snap.previous_state,
         failure_ratio=snap.failure_ratio if snap.previous_state is not None else None,
         break_duration=snap.break_duration if opened else None,
