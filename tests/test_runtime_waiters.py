@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
+from typing import Any
 
 import pytest
 import trio
@@ -55,6 +57,49 @@ def test_sync_manual_deadline_fires_when_another_thread_advances(clock: ManualCl
 
 
 @pytest.mark.realtime
+def test_sync_race_workers_keep_no_finished_job() -> None:
+    """A job (an attempt's closure: its function, arguments, record, Context) is released
+    when it finishes, also the first job of a new worker thread, which `threading.Thread`
+    would otherwise hold in its ``args`` until the worker exits (30 s idle): a hedged or
+    timed-out call's arguments outlived it, and later became another test's garbage."""
+    import weakref
+
+    from buttress._runtime.sync import _WORKERS
+
+    class Payload:
+        pass
+
+    gate = threading.Event()
+    n = _WORKERS._idle + 2  # more jobs than idle workers: at least one new thread
+    started = threading.Semaphore(0)
+    finished = threading.Semaphore(0)
+    refs = []
+
+    def make_job() -> Any:
+        payload = Payload()
+        refs.append(weakref.ref(payload))
+
+        def job() -> None:
+            started.release()
+            gate.wait(10)
+            assert payload is not None
+            finished.release()
+
+        return job
+
+    for _ in range(n):
+        _WORKERS.submit(make_job())
+    for _ in range(n):
+        assert started.acquire(timeout=10)
+    gate.set()
+    for _ in range(n):
+        assert finished.acquire(timeout=10)
+    deadline = time.monotonic() + 10
+    while any(r() is not None for r in refs) and time.monotonic() < deadline:
+        gate.wait(0.01)  # the workers drop their frames right after the job returns
+    assert [r() for r in refs] == [None] * n
+
+
 def test_sync_system_deadline_times_out() -> None:
     w = SyncRuntime(SYSTEM_CLOCK).waiter()
     assert w.wait(SYSTEM_CLOCK.now() + 0.01) is False

@@ -183,12 +183,16 @@ class _Workers:
                 self._jobs.put(job)
                 return
             self.threads += 1
+        # the job goes in a list the worker empties: `threading.Thread` keeps its ``args``
+        # until the thread exits, which would keep the first job (an attempt's function,
+        # arguments and execution record) alive for as long as the worker lives
         thread = threading.Thread(
-            target=self._work, args=(job,), name="buttress-race-worker", daemon=True
+            target=self._work, args=([job],), name="buttress-race-worker", daemon=True
         )
         thread.start()
 
-    def _work(self, job: Callable[[], None] | None) -> None:
+    def _work(self, first: list[Callable[[], None]]) -> None:
+        job: Callable[[], None] | None = first.pop()
         while job is not None:
             job()
             job = None
