@@ -153,6 +153,17 @@ class Handle:
         self, item: Any, owner: str, parameter: str, types: list[type[BaseException]], top: bool
     ) -> None:
         if isinstance(item, type) and issubclass(item, BaseException):
+            if not issubclass(item, Exception) and not issubclass(Exception, item):
+                # cancellation, KeyboardInterrupt and SystemExit always propagate (the
+                # cancellation rule): such an ``on=`` would silently never match
+                # (``BaseException`` itself is fine: it covers every Exception)
+                raise ConfigurationError.invalid(
+                    owner,
+                    parameter,
+                    item,
+                    "Exception subclasses: a BaseException such as "
+                    f"{item.__name__} always propagates and is never handled",
+                )
             types.append(item)
         elif isinstance(item, on_result):
             self.result_preds.append(item.predicate)

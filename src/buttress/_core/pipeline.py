@@ -281,7 +281,8 @@ class Pipeline:
             # inspect.iscoroutinefunction (about 1 us) before the call
             result.close()
             raise ConfigurationError(
-                f"Pipeline {self.name!r}: call() got a coroutine function {fn!r}; "
+                f"Pipeline {self.name!r}: call() got a coroutine from {fn!r} (an async "
+                "function, or a function returning a coroutine); "
                 "use `await pipeline.acall(...)`",
                 parameter="fn",
                 value=fn,

@@ -39,6 +39,7 @@ import math
 import random as _random
 import re
 import threading
+import types
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, cast, overload
 
@@ -712,6 +713,12 @@ class CacheAside:
                         self._stale(env, key, "error")
                     flight.finish(_DONE, backup.value)
                     return backup.value
+                if value.__class__ is _CoroutineType or value.__class__ is _GeneratorType:
+                    # call() with an async or generator function: never a value to store
+                    # or to hand to waiters (Pipeline.call would refuse it afterwards)
+                    error = _not_a_value(self.name, fn, value)
+                    flight.finish(_ERROR, None, error)
+                    raise error
                 finished = clock.now()
                 delta = finished - started
                 ttl = self._ttl_of(value, env.random)
@@ -1051,6 +1058,14 @@ def cached(
     elif ttl is _TTL_DEFAULT:
         ttl = 60.0
     options.setdefault("name", "cache")
+    unknown = sorted(set(options) - set(_CACHE_OPTIONS))
+    if unknown:
+        raise ConfigurationError.invalid(
+            "cached",
+            unknown[0],
+            options[unknown[0]],
+            "a CacheAside option (" + ", ".join(_CACHE_OPTIONS) + ") or clock, random, listeners",
+        )
     spec = CacheAside(ttl, **options)
     env = Env(spec.name, clock, random, listeners)
 
@@ -1095,3 +1110,28 @@ def cached(
         return wrapper
 
     return decorate
+
+
+_CACHE_OPTIONS = tuple(
+    name
+    for name in inspect.signature(CacheAside.__init__).parameters
+    if name not in ("self", "ttl")
+)
+_CoroutineType = types.CoroutineType
+_GeneratorType = types.GeneratorType
+
+
+def _not_a_value(name: str, fn: Any, value: Any) -> ConfigurationError:
+    kind = "coroutine" if value.__class__ is _CoroutineType else "generator"
+    value.close()
+    return ConfigurationError(
+        f"CacheAside {name!r}: the loader {fn!r} returned a {kind}, which is never cached: "
+        + (
+            "call async functions with `await pipeline.acall(...)`"
+            if kind == "coroutine"
+            else "return the collected items (e.g. a list) instead of a generator"
+        ),
+        parameter="fn",
+        value=fn,
+        expected="a function returning a value",
+    )

@@ -54,11 +54,14 @@ class Fallback:
     ) -> None:
         self.handle: Handle = compile_handle(on, "Fallback")
         if (value is _UNSET) == (handler is None):
-            raise ConfigurationError.invalid(
-                "Fallback",
-                "value/handler",
-                (value if value is not _UNSET else None, handler),
-                "exactly one of value= or handler=",
+            both = value is not _UNSET
+            raise ConfigurationError(
+                "Fallback: expected exactly one of value= or handler= ("
+                + ("both were given" if both else "neither was given; value=None is a valid value")
+                + ")",
+                parameter="value/handler",
+                value=(value, handler) if both else None,
+                expected="exactly one of value= or handler=",
             )
         if handler is not None and not callable(handler):
             raise ConfigurationError.invalid("Fallback", "handler", handler, "a callable")

@@ -113,8 +113,12 @@ class RateLimiter:
     ) -> None:
         owner = "RateLimiter"
         self.rate = check_positive_number(owner, "rate", rate)
-        burst_value = check_positive_number(owner, "burst", burst)
-        if burst_value < 1:
+        burst_value = (
+            float(burst)
+            if isinstance(burst, (int, float)) and not isinstance(burst, bool)
+            else math.nan
+        )
+        if not (1.0 <= burst_value < math.inf):  # NaN, a bool or a non-number fails too
             raise ConfigurationError.invalid(owner, "burst", burst, "a finite number >= 1")
         self.burst = burst_value
         self.max_wait: float | None = (
