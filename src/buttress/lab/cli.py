@@ -6,7 +6,9 @@
 * ``buttress lab demo`` (what ``make demo`` runs)
 
 ``SCENARIO`` is a path to a TOML file or the name of a bundled scenario (``lab list``).
-Exit codes: 0 success, 1 failure, 2 bad input (scenario file or arguments).
+Exit codes: 0 success, 1 failure, 2 bad input (scenario file or arguments, or a run that
+livelocks), 130 interrupted (Ctrl-C; an output directory the run created and left empty
+is removed).
 """
 
 from __future__ import annotations
@@ -211,8 +213,6 @@ def _out_problem(out: Path) -> str | None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .report import MissingExtra, print_table, write_html, write_json
-    from .runner import run_scenario
     from .scenario import PipelineSpec, load_scenario
 
     try:
@@ -246,7 +246,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         msg = f"cannot create the output directory {str(out)!r} ({problem})"
         return _err(ScenarioError("--out", "", msg))
 
+    created: list[Path] = []  # directories this run created (removed again if left empty)
+
     def start() -> None:
+        missing = out
+        while not missing.exists() and missing != missing.parent:
+            created.append(missing)
+            missing = missing.parent
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -254,6 +260,37 @@ def _cmd_run(args: argparse.Namespace) -> int:
             raise ScenarioError("--out", "", msg) from None
 
     workers = args.workers if args.workers is not None else min(4, os.cpu_count() or 1)
+    try:
+        return _simulate(args, scenario, extras, out, start, workers)
+    except ScenarioError as exc:
+        _remove_empty(created)
+        return _err(exc)
+    except KeyboardInterrupt:
+        _remove_empty(created)
+        print("interrupted (Ctrl-C): run stopped", file=sys.stderr)
+        return 130
+
+
+def _remove_empty(created: list[Path]) -> None:
+    """Remove the directories a stopped run created, innermost first, if still empty."""
+    for path in created:
+        try:
+            path.rmdir()
+        except OSError:
+            return
+
+
+def _simulate(
+    args: argparse.Namespace,
+    scenario: Any,
+    extras: tuple[Any, ...],
+    out: Path,
+    start: Callable[[], None],
+    workers: int,
+) -> int:
+    from .report import MissingExtra, print_table, write_html, write_json
+    from .runner import run_scenario
+
     if getattr(args, "real", False):
         from .real import BUSY_LAG, run_real
 
@@ -263,9 +300,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
             results = run_real(
                 scenario, seeds=args.seeds, extra=extras, progress=update, on_start=start
             )
-        except ScenarioError as exc:
-            stop()
-            return _err(exc)
         finally:
             stop()
         print(
@@ -299,9 +333,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 progress=update,
                 on_start=start,
             )
-        except ScenarioError as exc:
-            stop()
-            return _err(exc)
         finally:
             stop()
         print(

@@ -82,6 +82,11 @@ STRATEGY_NAMES: dict[str, str] = {
 so strategies that are not in this version of buttress give a clear error)."""
 
 
+def available_strategies() -> list[str]:
+    """The strategy names usable in this version of buttress (their class exists)."""
+    return [name for name, cls in STRATEGY_NAMES.items() if hasattr(buttress, cls)]
+
+
 class _Stamina:
     """stamina's default wait: ``min(5, 0.1 * 2 ** (attempt - 1) + uniform(0, 1))`` seconds."""
 
@@ -383,31 +388,36 @@ def _build_strategy(
         raise ScenarioError(file, key, str(exc)) from None
 
 
-def _python_object(ref: str, where: str) -> Any:
-    """Execute ``module`` afresh (not cached) and return ``attribute``."""
+def _python_object(ref: str, where: str, key: str = "") -> Any:
+    """Execute ``module`` afresh (not cached) and return ``attribute``.
+
+    ``key`` is the key path of a scenario's ``python`` entry (``""`` for ``--pipeline``).
+    """
     modname, _, attr = ref.partition(":")
     try:
         spec = importlib.util.find_spec(modname)
     except (ImportError, ValueError) as exc:
-        raise ScenarioError(where, "", f"cannot import {modname!r}: {exc}") from None
+        raise ScenarioError(where, key, f"cannot import {modname!r}: {exc}") from None
     if spec is None or spec.loader is None:
-        raise ScenarioError(where, "", f"cannot find module {modname!r} (is it on PYTHONPATH?)")
+        raise ScenarioError(where, key, f"cannot find module {modname!r} (is it on PYTHONPATH?)")
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
     except Exception as exc:
         raise ScenarioError(
-            where, "", f"importing {modname!r} failed: {type(exc).__name__}: {exc}"
+            where, key, f"importing {modname!r} failed: {type(exc).__name__}: {exc}"
         ) from None
     obj = module
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise ScenarioError(where, "", f"module {modname!r} has no attribute {attr!r}")
+            raise ScenarioError(where, key, f"module {modname!r} has no attribute {attr!r}")
         obj = getattr(obj, part)
     return obj
 
 
-def _strategies_of(obj: Any, ref: str, where: str, clock: Any, rng: Any) -> list[Any]:
+def _strategies_of(
+    obj: Any, ref: str, where: str, clock: Any, rng: Any, key: str = ""
+) -> list[Any]:
     if not isinstance(obj, Pipeline) and callable(obj) and not hasattr(obj, "build_async"):
         params = inspect.signature(obj).parameters
         kwargs = {}
@@ -419,7 +429,7 @@ def _strategies_of(obj: Any, ref: str, where: str, clock: Any, rng: Any) -> list
             obj = obj(**kwargs)
         except Exception as exc:  # the user's factory: one line, like an import failure
             raise ScenarioError(
-                where, "", f"calling {ref} failed: {type(exc).__name__}: {exc}"
+                where, key, f"calling {ref} failed: {type(exc).__name__}: {exc}"
             ) from None
     if isinstance(obj, Pipeline):
         return list(obj.strategies)
@@ -427,7 +437,7 @@ def _strategies_of(obj: Any, ref: str, where: str, clock: Any, rng: Any) -> list
         return [obj]
     raise ScenarioError(
         where,
-        "",
+        key,
         f"{ref} is {type(obj).__name__}; expected a buttress Pipeline, a strategy, or a "
         "callable returning one",
     )
@@ -461,8 +471,10 @@ def build_pipeline(
                 "available in this version",
             ) from None
     elif spec.python is not None:
-        obj = _python_object(spec.python, file if spec.name else "--pipeline")
-        strategies = _strategies_of(obj, spec.python, file, clock, rng)
+        where = file if spec.name else "--pipeline"
+        pkey = "" if where == "--pipeline" else f"{key}.python"
+        obj = _python_object(spec.python, where, pkey)
+        strategies = _strategies_of(obj, spec.python, where, clock, rng, pkey)
     else:
         strategies = [
             _build_strategy(sname, kwargs, f"{key}.strategies[{i}].{sname}", file, endpoints)

@@ -106,8 +106,11 @@ def summary_rows(
                 ]
             else:
                 row += [_band(f["amplification_during"], digits=2, bands=bands)]
+            judged = f.get("recovery_judged", True)
             row += [
-                f"{f['recovered_seeds']}/{seeds}",
+                f"{f['recovered_seeds']}/{seeds}"
+                if judged
+                else "n/a: run ends before recovery_hold",
                 _band(f["time_to_recover"], digits=0, bands=bands),
             ]
         rows.append(row)

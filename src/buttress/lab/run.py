@@ -25,10 +25,11 @@ from collections import Counter
 from typing import Any
 
 from .._core.context import scope
+from .errors import ScenarioError
 from .model import KEY, Counters, OccModel, ServiceModel, key_picker
 from .pipelines import build_pipeline, endpoints_for
 from .scenario import PipelineSpec, Scenario
-from .sim import Future, Scheduler, Task
+from .sim import STALL_EVENTS, Future, Scheduler, SimulationStalled, Task
 
 __all__ = ["percentile", "run_one"]
 
@@ -209,14 +210,32 @@ class _Run:
     async def _client(self) -> None:
         load = self.scenario.load
         stop = load.stop if load.stop is not None else self.scenario.duration
+        sched = self.sched
         n = 0
+        # Livelock guard. With think_time = 0 a request that ends in zero virtual time (a
+        # fast outage or refused replica with rejection_cost = 0, an open breaker, a rate
+        # limiter without max_wait) is re-issued at the same instant, inside this one task
+        # step: the scheduler never regains control and the clock never reaches the end.
+        # We do not impose a hidden minimum think time (it would change every closed-loop
+        # result and model a client that does not exist), and validation cannot tell in
+        # advance (whether a call fails instantly depends on the pipeline and the faults),
+        # so the run stops with an error that names the two settings that fix it.
+        same = 0
+        last = -1.0
         while (load.requests_per_client == 0 or n < load.requests_per_client) and (
-            self.sched.now < stop
+            sched.now < stop
         ):
-            await self._user(self.sched.now, self._key())
+            await self._user(sched.now, self._key())
             n += 1
             if load.think_time > 0.0:
-                await self.sched.runtime.sleep(load.think_time)
+                await sched.runtime.sleep(load.think_time)
+            elif sched.now == last:
+                same += 1
+                if same >= _STALL_REQUESTS:
+                    raise SimulationStalled(last, same, "requests by one closed-loop client")
+            else:
+                last = sched.now
+                same = 0
 
     def _sample_budgets(self, _: Any) -> None:
         now = self.sched.now
@@ -242,7 +261,23 @@ class _Run:
                 sched.spawn(self._client())
         if self.budgets:
             sched.call_at(0.0, self._sample_budgets)
-        sched.run(until=sc.duration)
+        try:
+            sched.run(until=sc.duration)
+        except SimulationStalled as exc:
+            sched.close()
+            if load.kind == "closed":
+                key = "load.think_time"
+                hint = (
+                    "closed-loop clients re-issue failed calls at the same instant: set "
+                    "load.think_time > 0 (or dependency.rejection_cost > 0 when the "
+                    "dependency itself refuses them)"
+                )
+            else:
+                key = "pipelines." + self.pipeline.name
+                hint = "a strategy retries with no delay: give it a backoff > 0"
+            raise ScenarioError(
+                sc.source, key, f"{exc} (pipeline {self.pipeline.name!r}, seed {self.seed}); {hint}"
+            ) from None
         in_flight = sched.close()
         return self._results(in_flight)
 
@@ -345,14 +380,30 @@ class _Run:
             "max_loads_per_key": max_per_key,
             "time_to_recover": _r(ttr),
             "recovered": ttr is not None and ttr <= sc.recover_within,
+            "recovery_judged": self._recovery_judged(start if flush else end),
         }
+
+    def _recovery_blocks(self) -> tuple[int, int, int]:
+        """(block length s, blocks to hold, last second a block may end) for recovery."""
+        sc = self.scenario
+        step = max(1, round(sc.recovery_bin))
+        blocks = max(1, math.ceil(sc.recovery_hold / step))
+        horizon = int(sc.duration) - step  # the last block's requests may still be running
+        return step, blocks, horizon
+
+    def _recovery_judged(self, end: int) -> bool:
+        """Whether the run is long enough after ``end`` to hold ``recovery_hold`` at all.
+
+        When it is not, "not recovered" would be a verdict the run cannot give: the report
+        says n/a instead (docs/lab.md, "Recovery").
+        """
+        step, blocks, horizon = self._recovery_blocks()
+        return end + blocks * step <= horizon
 
     def _time_to_recover(self, end: int) -> float | None:
         sc = self.scenario
         c = self.c
-        step = max(1, round(sc.recovery_bin))
-        blocks = max(1, math.ceil(sc.recovery_hold / step))
-        horizon = int(sc.duration) - step  # the last block's requests may still be running
+        step, blocks, horizon = self._recovery_blocks()
         thr = sc.recovery_threshold
         first, ok = c.first, c.ok_by_start
         t = end
@@ -401,6 +452,11 @@ class _Run:
             out["p50"].append(_r(percentile(lb, 50.0)))
             out["p99"].append(_r(percentile(lb, 99.0)))
         return out
+
+
+_STALL_REQUESTS = STALL_EVENTS // 10
+"""Requests one closed-loop client may finish at one virtual instant before the run is
+declared livelocked (each is several task steps, hence fewer than `STALL_EVENTS`)."""
 
 
 def sched_steps(sched: Scheduler) -> int:

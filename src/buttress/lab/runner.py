@@ -28,6 +28,13 @@ def _job(args: tuple[Scenario, PipelineSpec, int]) -> dict[str, Any]:
     return run_one(scenario, spec, seed)
 
 
+def _ignore_sigint() -> None:
+    """Worker initializer: Ctrl-C is handled by the parent, which stops the workers."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def check_names(scenario: Scenario, specs: tuple[PipelineSpec, ...]) -> list[str]:
     """The pipelines' names, in order.
 
@@ -82,11 +89,24 @@ def run_scenario(
                 progress(i + 1, total)
     else:
         ctx = get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(workers, total), mp_context=ctx) as pool:
+        pool = ProcessPoolExecutor(
+            max_workers=min(workers, total), mp_context=ctx, initializer=_ignore_sigint
+        )
+        try:
             for i, res in enumerate(pool.map(_job, jobs)):
                 results.append(res)
                 if progress is not None:
                     progress(i + 1, total)
+        except KeyboardInterrupt:
+            # Ctrl-C: the workers ignore SIGINT (no traceback from each of them); stop
+            # them here rather than wait for the runs they are in the middle of
+            procs = dict(getattr(pool, "_processes", None) or {})
+            pool.shutdown(wait=False, cancel_futures=True)
+            for proc in procs.values():
+                proc.terminate()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
     by_pipeline: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     for res in results:
         by_pipeline[res["pipeline"]].append(res)
@@ -186,6 +206,8 @@ def _pipeline_summary(
                 "time_to_recover": _stats([p["time_to_recover"] for p in per]),
                 "recovered_fraction": _r(sum(1 for p in per if p["recovered"]) / len(per)),
                 "recovered_seeds": sum(1 for p in per if p["recovered"]),
+                # False: the run ends too soon after the fault to hold recovery_hold
+                "recovery_judged": all(p["recovery_judged"] for p in per),
             }
         )
     summary["faults"] = faults

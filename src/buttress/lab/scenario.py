@@ -335,6 +335,15 @@ def _show(v: Any) -> str:
 # -- sections -------------------------------------------------------------------------------
 
 
+_DISTRIBUTION_KEYS: dict[str, tuple[str, ...]] = {
+    "constant": ("value",),
+    "exponential": ("mean",),
+    "lognormal": ("p50", "p99"),
+    "bimodal": ("fast", "slow", "slow_fraction"),
+    "abs_normal": ("mean", "sd"),
+}
+
+
 def _distribution(v: _V, value: Any, path: str) -> Distribution:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if value < 0 or math.isnan(value) or math.isinf(value):
@@ -346,6 +355,15 @@ def _distribution(v: _V, value: Any, path: str) -> Distribution:
         ("distribution", "value", "mean", "p50", "p99", "fast", "slow", "slow_fraction", "sd"),
     )
     kind = v.string(t, "distribution", path, None, DISTRIBUTIONS, required=True)
+    # strict per kind: a key of another distribution (``sd`` on an exponential) would be
+    # silently ignored, and the run would not model what the file says
+    allowed = ("distribution", *_DISTRIBUTION_KEYS[kind])
+    for k in t:
+        if k not in allowed:
+            raise v.fail(
+                _join(path, k),
+                f"unknown key for distribution {kind!r}; expected one of: {', '.join(allowed)}",
+            )
     if kind == "constant":
         return Distribution(kind, value=v.number(t, "value", path, required=True))
     if kind == "exponential":
@@ -398,6 +416,12 @@ def _dependency(v: _V, value: Any) -> DependencySpec:
             raise v.fail(
                 "dependency.zones", f"expected a non-empty array of strings, got {_show(z)}"
             )
+        for i, name in enumerate(z):
+            if name in z[:i]:
+                raise v.fail(
+                    f"dependency.zones[{i}]",
+                    f"duplicate zone {name!r}; expected distinct zone names",
+                )
         zones = tuple(z)
     kind = v.string(t, "kind", p, "service", ("service", "occ"))
     zone_delay = ZoneDelays()
@@ -506,7 +530,31 @@ def _load(v: _V, value: Any, duration: float) -> LoadSpec:
             ramp.append((float(pair[0]), float(pair[1])))
     if kind == "open" and "rate" not in t and not ramp:
         raise v.fail("load.rate", "missing; an open load needs rate (or ramp), requests/s")
+    if kind == "closed":
+        for k in ("rate", "ramp", "arrival"):
+            if k in t:
+                raise v.fail(
+                    _join(p, k),
+                    "only for kind = 'open'; a closed load is set by clients, think_time "
+                    "and requests_per_client",
+                )
+    key_popularity = v.string(t, "key_popularity", p, "uniform", KEY_POPULARITY)
+    if "zipf_exponent" in t and key_popularity != "zipf":
+        raise v.fail(
+            "load.zipf_exponent", "only with key_popularity = 'zipf' (it would be ignored)"
+        )
+    start = v.number(t, "start", p, 0.0)
+    if start >= duration:
+        raise v.fail(
+            "load.start", f"expected a number < scenario.duration ({duration:g}), got {start:g}"
+        )
     stop = v.number(t, "stop", p, None)
+    if stop is not None and stop <= start:
+        raise v.fail("load.stop", f"expected a number > load.start ({start:g}), got {stop:g}")
+    if stop is not None and stop > duration:
+        raise v.fail(
+            "load.stop", f"expected a number <= scenario.duration ({duration:g}), got {stop:g}"
+        )
     return LoadSpec(
         kind=kind,
         arrival=v.string(t, "arrival", p, "poisson", ("poisson", "constant")),
@@ -517,10 +565,10 @@ def _load(v: _V, value: Any, duration: float) -> LoadSpec:
         requests_per_client=v.integer(t, "requests_per_client", p, 0, lo=0),
         fanout=v.integer(t, "fanout", p, 1, lo=1),
         keys=v.integer(t, "keys", p, 1, lo=1),
-        key_popularity=v.string(t, "key_popularity", p, "uniform", KEY_POPULARITY),
+        key_popularity=key_popularity,
         zipf_exponent=v.number(t, "zipf_exponent", p, 1.0, hi=10.0),
-        start=v.number(t, "start", p, 0.0),
-        stop=stop if stop is None else min(stop, duration),
+        start=start,
+        stop=stop,
     )
 
 
@@ -549,7 +597,9 @@ _FAULT_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _fault(v: _V, value: Any, i: int, dep: DependencySpec, load: LoadSpec) -> FaultSpec:
+def _fault(
+    v: _V, value: Any, i: int, dep: DependencySpec, load: LoadSpec, duration: float
+) -> FaultSpec:
     p = f"faults[{i}]"
     if not isinstance(value, dict):
         raise v.fail(p, f"expected a table, got {_show(value)}")
@@ -585,9 +635,15 @@ def _fault(v: _V, value: Any, i: int, dep: DependencySpec, load: LoadSpec) -> Fa
     if kind == "cache_flush" and dep.kind != "service":
         raise v.fail(f"{p}.kind", "'cache_flush' needs dependency.kind = 'service'")
     flush = kind == "cache_flush"
+    start = v.number(t, "start", p, required=True)
+    if start >= duration:
+        # it would never happen: the run ends first
+        raise v.fail(
+            f"{p}.start", f"expected a number < scenario.duration ({duration:g}), got {start:g}"
+        )
     return FaultSpec(
         kind=kind,
-        start=v.number(t, "start", p, required=True),
+        start=start,
         duration=v.number(
             t, "duration", p, FLUSH_WINDOW if flush else None, required=not flush, lo_open=True
         ),
@@ -604,7 +660,7 @@ def _fault(v: _V, value: Any, i: int, dep: DependencySpec, load: LoadSpec) -> Fa
 
 
 def _pipelines(v: _V, value: Any) -> tuple[PipelineSpec, ...]:
-    from .pipelines import BASELINES, ERROR_NAMES, STRATEGY_NAMES
+    from .pipelines import BASELINES, ERROR_NAMES, STRATEGY_NAMES, available_strategies
 
     if not isinstance(value, dict) or not value:
         raise v.fail("pipelines", f"expected a table of named pipelines, got {_show(value)}")
@@ -647,7 +703,7 @@ def _pipelines(v: _V, value: Any) -> tuple[PipelineSpec, ...]:
                 if sname not in STRATEGY_NAMES:
                     raise v.fail(
                         f"{key}.{sname}",
-                        f"unknown strategy; expected one of: {', '.join(STRATEGY_NAMES)}",
+                        f"unknown strategy; expected one of: {', '.join(available_strategies())}",
                     )
                 if not isinstance(kwargs, dict):
                     raise v.fail(
@@ -706,7 +762,7 @@ def parse_scenario(data: dict[str, Any], file: str = "<scenario>") -> Scenario:
     faults_raw = data.get("faults", [])
     if not isinstance(faults_raw, list):
         raise v.fail("faults", f"expected an array of tables ([[faults]]), got {_show(faults_raw)}")
-    faults = tuple(_fault(v, f, i, dep, load) for i, f in enumerate(faults_raw))
+    faults = tuple(_fault(v, f, i, dep, load, duration) for i, f in enumerate(faults_raw))
     if "pipelines" not in data:
         raise v.fail("pipelines", "missing; expected at least one [pipelines.NAME] table")
     pipelines = _pipelines(v, data["pipelines"])

@@ -41,8 +41,10 @@ from .._runtime.detect import RUNTIME_OVERRIDE
 __all__ = [
     "Cancelled",
     "Future",
+    "STALL_EVENTS",
     "Scheduler",
     "SimClock",
+    "SimulationStalled",
     "SimRuntime",
     "Task",
     "Timed",
@@ -56,6 +58,34 @@ class Cancelled(BaseException):
     Like every cancellation it derives from `BaseException`, so strategies never retry,
     fall back on or count it.
     """
+
+
+STALL_EVENTS = 1_000_000
+"""Timer events the scheduler runs at one virtual instant before it gives up (a livelock).
+
+A healthy run at its busiest handles a few thousand events per instant (a burst of
+arrivals, a fan-out, every waiter of a released lock); a million means something
+re-schedules itself with no delay and the clock can never reach the end of the run."""
+
+
+class SimulationStalled(BaseException):
+    """The virtual clock stopped advancing: the run is livelocked.
+
+    Derives from `BaseException` so that no strategy (and no `except Exception` in a
+    simulated task) swallows it: it stops the whole run.
+
+    Attributes:
+        at: Virtual time (seconds) at which the clock stuck.
+        events: Events (or requests) run at that instant before giving up.
+    """
+
+    def __init__(self, at: float, events: int, what: str = "events") -> None:
+        self.at = at
+        self.events = events
+        super().__init__(
+            f"the simulation stalled at t={at:g}s: {events} {what} without the virtual "
+            "clock advancing (something retries or re-issues calls with no delay)"
+        )
 
 
 class SimClock:
@@ -318,7 +348,7 @@ class Scheduler:
             if task.on_done is not None:
                 task.on_done(task)
             return
-        except (KeyboardInterrupt, SystemExit):
+        except (KeyboardInterrupt, SystemExit, SimulationStalled):
             raise
         except BaseException as error:
             self.current = None
@@ -364,6 +394,10 @@ class Scheduler:
 
         The clock ends at ``until`` when it is finite and the run stopped early, else at
         the time of the last event.
+
+        Raises:
+            SimulationStalled: `STALL_EVENTS` timer events ran at one virtual instant (a
+                livelock: without the guard the run would spin forever).
         """
         heap = self._heap
         lane = self._lane
@@ -373,6 +407,10 @@ class Scheduler:
         lanepop = lane.popleft
         resume = self._resume
         clock = self.clock
+        # livelock guard: task steps at the instant the clock last moved (one compare per
+        # event that does not advance the clock; nothing for those that do)
+        mark = self.steps
+        limit = STALL_EVENTS
         while True:
             while ready:
                 task, token, value, exc = popleft()
@@ -392,6 +430,9 @@ class Scheduler:
                 break
             if when > self.now:
                 self.now = clock.t = when
+                mark = self.steps
+            elif self.steps - mark > limit:
+                raise SimulationStalled(self.now, self.steps - mark)
             fn(arg)
 
     def close(self) -> int:
