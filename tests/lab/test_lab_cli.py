@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -305,3 +306,29 @@ def test_out_under_a_file_is_refused_before_simulating(
     assert "--out" in captured.err
     assert str(out) in captured.err
     assert "simulated" not in captured.out
+
+
+def test_demo_reading_is_computed_from_the_results(tmp_path: Path) -> None:
+    from buttress.lab.cli import demo_reading
+
+    def pipeline(name: str, load: float, wasted: float, recovered: int) -> dict[str, Any]:
+        return {
+            "name": name,
+            "amplification": {"mean": load},
+            "wasted_fraction": {"mean": wasted},
+            "faults": [{"recovered_seeds": recovered, "recovery_judged": True}],
+            "runs": [{}, {}, {}],
+        }
+
+    results = tmp_path / "results.json"
+    results.write_text(
+        json.dumps(
+            {"pipelines": [pipeline("calm", 0.93, 0.01, 3), pipeline("storm", 2.12, 0.671, 0)]}
+        )
+    )
+    reading = demo_reading(results)
+    assert "calm: load 0.93x, 1% of the dependency's work wasted, recovered in 3/3" in reading
+    assert "storm: load 2.12x, 67% of the dependency's work wasted, recovered in 0/3" in reading
+    assert demo_reading(tmp_path / "missing.json") == ""
+    results.write_text("not json")
+    assert demo_reading(results) == ""

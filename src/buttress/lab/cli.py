@@ -14,6 +14,7 @@ is removed).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -155,7 +156,51 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     args.scenario = str(BUNDLED / f"{DEMO}.toml")
     args.pipeline = []
     args.real = False
-    return _cmd_run(args)
+    code = _cmd_run(args)
+    if code == 0:
+        out = Path(args.out) if args.out else Path("lab-results") / DEMO
+        reading = demo_reading(out / "results.json")
+        if reading:
+            print(reading)
+    return code
+
+
+def demo_reading(results: Path) -> str:
+    """A plain-language reading of the demo's results, computed from ``results.json``.
+
+    The table answers "how much"; new users also ask "so what": with a third of the
+    capacity gone, no retry policy can add goodput, and the demo's point is which policy
+    turns the outage into a retry storm. Returns ``""`` if the file cannot be read.
+    """
+    try:
+        data = json.loads(results.read_text())
+    except (OSError, ValueError):
+        return ""
+    parts = []
+    for pipeline in data.get("pipelines", []):
+        faults = pipeline.get("faults") or [{}]
+        fault = faults[0]
+        seeds = len(pipeline.get("runs", [])) or data.get("seeds", 0)
+        recovered = fault.get("recovered_seeds")
+        parts.append(
+            f"{pipeline['name']}: load {pipeline['amplification']['mean']:.2f}x, "
+            f"{pipeline['wasted_fraction']['mean']:.0%} of the dependency's work wasted, "
+            + (
+                f"recovered in {recovered}/{seeds} seed(s)"
+                if recovered is not None and fault.get("recovery_judged", True)
+                else "recovery not judged"
+            )
+        )
+    if not parts:
+        return ""
+    return (
+        "\nreading: "
+        + "; ".join(parts)
+        + ".\nA zone outage removes capacity, and no retry policy can add it back: the"
+        " goodput ceiling is what the surviving zones serve. What a policy decides is"
+        " whether the outage ends when the zone returns, or a retry storm keeps the"
+        " dependency down after it (load x and wasted work above)."
+    )
 
 
 def _progress() -> tuple[Callable[[int, int], None], Callable[[], None]]:
