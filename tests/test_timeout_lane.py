@@ -1,8 +1,8 @@
 """The asyncio `DeadlineLane` behind `Timeout`: exact expiry, concurrency, bounded memory.
 
-The test session imports trio, which makes `Timeout` take its general entry path; the
-``inlined`` fixture hides trio from that check so the inlined lane path runs too. Both
-paths queue on the same `DeadlineLane`.
+`Timeout` takes its general entry path (a runtime lookup per call) while the lab's
+simulator module is loaded; the ``lanes`` fixture pins what the check sees, so both the
+inlined lane path and the general one run. Both queue on the same `DeadlineLane`.
 """
 
 from __future__ import annotations
@@ -29,8 +29,12 @@ class Lanes:
 
 @pytest.fixture(params=["inlined", "general"])
 def lanes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Lanes:
+    # the entry paths test sys.modules for the lab's simulator: pin what they see, so the
+    # mode does not depend on which tests imported the simulator before
     if request.param == "inlined":
         monkeypatch.setattr(timeout_mod, "_modules", {})
+    else:
+        monkeypatch.setattr(timeout_mod, "_modules", {timeout_mod._SIM_MODULE: None})
     seen = Lanes(request.param)
     real = asyncio_rt.enter_lane
 
