@@ -562,8 +562,13 @@ _running_loop = asyncio._get_running_loop  # None outside a running loop
 def lane_task(lane: DeadlineLane) -> Any:
     """The running task, if ``lane``'s loop is the running loop (else ``None``).
 
-    For Python 3.12+, where `asyncio._get_running_loop` and `asyncio.current_task` are
-    fast C calls; Python 3.11 callers inline the ``_thread_id`` test instead (above).
+    Python 3.11: the loop's thread is this one, so it is the running loop (``_thread_id``,
+    as in `AsyncioRuntime.enter_deadline`); 3.12+: asyncio's own `_get_running_loop` and
+    `current_task`, fast C calls there. `Timeout._bind_async` inlines the 3.11 test.
     """
     loop = lane._loop
+    if lane._fast_loop._thread_id == _get_ident():
+        return _tasks_by_loop.get(loop)  # type: ignore[union-attr]
+    if _FAST_LOOKUP:
+        return None
     return _current_task(loop) if _running_loop() is loop else None

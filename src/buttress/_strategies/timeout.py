@@ -204,24 +204,7 @@ class Timeout:
             # one is earlier: that may be an advisory scope() deadline that nothing
             # enforces. An enclosing Timeout's earlier expiry still wins and is reported by
             # it (the uncancel protocol), never by this one. The context shows the earlier.
-            lane = cache[0]
-            if (
-                lane is not None
-                and _SIM_MODULE not in _modules
-                and (
-                    task := _tasks_by_loop.get(lane._loop)  # type: ignore[union-attr]
-                    if lane._fast_loop._thread_id == _get_ident()
-                    else _NEW_ASYNCIO and lane_task(lane)
-                )
-            ):
-                # inlined `DeadlineLane.add` (asyncio; see `_bind_async`)
-                handle = [None, None, None, None, None, deadline, task, task.cancelling(), False]
-                lane._entries.append(handle)
-                if lane._handle is None:
-                    lane._arm(deadline)
-                owner: Any = lane
-            else:
-                owner, handle = enter(cache, deadline, None)
+            owner, handle = enter(cache, deadline, None)
             record[DEADLINE] = deadline if outer is None or deadline < outer else outer
             try:
                 result = await (fn(*args, **kwargs) if direct else next_step(fn, args, kwargs))
@@ -324,14 +307,15 @@ class Timeout:
 
 
 def _enter_finder(env: Env) -> Callable[[list[Any], float, list[Any] | None], tuple[Any, Any]]:
-    """The slow form of a `Timeout` entry: ``(owner, handle)`` for the current task.
+    """The general form of a `Timeout` entry: ``(owner, handle)`` for the current task.
 
     ``owner`` is the `DeadlineLane` (asyncio on a monotonic clock) or the runtime (trio,
     the lab's simulator, other clocks); either has ``exit_deadline(handle, exc)``.
 
-    The inlined fast path before it needs a lane (made here only for the asyncio runtime,
-    so never under a forced non-asyncio runtime), no loaded simulator (whose tasks may run
-    inside an asyncio task), and a current asyncio task of the lane's loop on this thread:
+    A lane cached from an earlier call is used at once (as in the inlined fast path of
+    `Timeout._bind_async`) when no simulator is loaded (its tasks may run inside an
+    asyncio task) and the lane's loop has a current task on this thread: a lane is made
+    here only for the asyncio runtime, so never under a forced non-asyncio runtime, and
     trio code, guest mode included, never runs inside an asyncio task step.
     """
     find = env.async_runtime
@@ -339,6 +323,12 @@ def _enter_finder(env: Env) -> Callable[[list[Any], float, list[Any] | None], tu
     clock = env.clock
 
     def enter(cache: list[Any], deadline: float, record: list[Any] | None) -> tuple[Any, Any]:
+        lane = cache[0]
+        if lane is not None and _SIM_MODULE not in _modules and (task := lane_task(lane)):
+            # the lane of the last call is the running loop's: no runtime lookup
+            if record is not None:  # the record becomes the lane entry (slots 4 to 8)
+                record.append(1)
+            return lane, lane.add(deadline, task, record)
         rt = find()
         if lanes and rt.__class__ is AsyncioRuntime:
             if record is not None:  # the record becomes the lane entry (slots 4 to 8)
