@@ -823,6 +823,7 @@ class CacheAside:
     ) -> Any:
         try:
             rt = env.async_runtime()
+            flights = self._async_table()  # this thread's: the loop does not change
             while True:
                 now = env.clock.now()
                 store = self.store
@@ -834,7 +835,7 @@ class CacheAside:
                         if env.listeners:
                             self._hit(env, key, "local")
                         return entry.value
-                    flight, lead = self._join(self._async_table(), key, rt.new_event)
+                    flight, lead = self._join(flights, key, rt.new_event)
                     if entry is not None and decision != MISS:
                         if not lead:
                             self._served(env, key, decision, "local")
@@ -851,19 +852,17 @@ class CacheAside:
                             next_step, env, fn, args, kwargs, key, entry, flight, False
                         )
                 else:
-                    flight, lead = self._join(self._async_table(), key, rt.new_event)
+                    flight, lead = self._join(flights, key, rt.new_event)
                     if lead:
                         try:
                             record = await self._async_remote(
                                 env, "get", store.acache_get, self.name, key
                             )
                         except BaseException:
-                            self._leave(self._async_table(), key, flight)
+                            self._leave(flights, key, flight)
                             raise
                         entry = self._merge_remote(env, key, record, entry, now)
-                        served, result = self._after_fetch(
-                            env, key, entry, now, flight, self._async_table()
-                        )
+                        served, result = self._after_fetch(env, key, entry, now, flight, flights)
                         if served:
                             return result
                         return await self._async_lead(
